@@ -1,0 +1,1034 @@
+"""The bufferevent base class: what every kind shares.
+
+A :class:`Bufferevent` owns two :class:`~gbufferevent.buffer.Buffer` objects
+(``input`` and ``output``), the callbacks and their watermarks, the
+enabled/suspended state of each direction, the generic read/write timeouts, the
+per-step caps (max single read/write), the hooks that rate limiting plugs into,
+and a greenlet-blocking, socket-like API built on top of all that.
+
+Kinds (socket, pair, filter, TLS) subclass it the way libevent's
+``bufferevent_*.c`` files implement ``struct bufferevent_ops``.  A kind:
+
+* calls :meth:`_trigger_read` after it appended bytes to ``input``,
+  :meth:`_trigger_write` after it took bytes out of ``output``, and
+  :meth:`_trigger_event` for EOF/ERROR/TIMEOUT/CONNECTED;
+* overrides :meth:`_update_io` to start or stop its I/O whenever
+  :meth:`_can_read`/:meth:`_can_write` or the output may have changed
+  (it must call ``super()._update_io()`` so timeouts follow);
+* asks :meth:`_read_allowance`/:meth:`_write_allowance` how much one step may
+  move, and reports what it moved with :meth:`_charge_read`/:meth:`_charge_write`;
+* may override ``_be_flush``, ``_be_free``, ``_be_shutdown_write``,
+  ``_be_close_ready``, ``getfd``, ``setfd``, ``get_underlying``.
+
+Everything that waits waits on the hub: watchers, timers and
+``loop.run_callback``; blocked greenlets wait on gevent ``Waiter`` objects.
+"""
+import logging
+import socket as _socket
+
+from gevent import getcurrent
+from gevent.hub import Waiter, get_hub
+
+from .buffer import Buffer, _as_bytes, _check_size
+from .constants import (
+    BEV_EVENT_CONNECTED, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_READING,
+    BEV_EVENT_TIMEOUT, BEV_EVENT_WRITING, BEV_FINISHED, BEV_FLUSH, BEV_NORMAL,
+    BEV_OPT_DEFER_CALLBACKS, EV_READ, EV_SSIZE_MAX, EV_WRITE,
+    MAX_SINGLE_READ_DEFAULT, MAX_SINGLE_WRITE_DEFAULT, Event, FlushMode, Options,
+    _ALL_EVENTS, _ALL_OPTIONS,
+)
+from .errors import (
+    BuffereventClosedError, CallbackError, IncompleteReadError, LimitOverrunError,
+)
+
+__all__ = ["Bufferevent", "DEFAULT_SEND_BUFFER"]
+
+log = logging.getLogger("gbufferevent")
+
+#: Reasons a direction can be suspended (libevent's ``BEV_SUSPEND_*``); each is
+#: an independent bit, the direction runs only when none is set.
+SUSPEND_WM = 0x01          # read high watermark reached
+SUSPEND_BW = 0x02          # own token bucket empty
+SUSPEND_BW_GROUP = 0x04    # group token bucket empty
+SUSPEND_LOOKUP = 0x08      # waiting for DNS / connect
+SUSPEND_FILTER = 0x10      # a filter above does not want data yet
+
+#: How many bytes the blocking layer lets queue in ``output`` before
+#: ``send``/``sendall`` wait (unless a write high watermark is set), in bytes.
+DEFAULT_SEND_BUFFER = 256 * 1024
+
+_PEND_READ = 1
+_PEND_WRITE = 2
+_TIMED_OUT = object()
+
+
+def _check_events(events, argname="events"):
+    if isinstance(events, bool) or not isinstance(events, int):
+        raise TypeError(f"{argname} must be an int (EV_READ|EV_WRITE), "
+                        f"not {type(events).__name__}")
+    if events & ~_ALL_EVENTS or events < 0:
+        raise ValueError(f"{argname} has unknown bits: {events:#x} "
+                         "(only EV_READ=0x02 and EV_WRITE=0x04 are allowed)")
+    return events
+
+
+def _check_timeout(value, argname):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{argname} must be a number of seconds or None, "
+                        f"not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{argname} must be >= 0 seconds")
+    return float(value) or None
+
+
+def _check_cb(cb, argname):
+    if cb is not None and not callable(cb):
+        raise TypeError(f"{argname} must be callable or None, not {type(cb).__name__}")
+    return cb
+
+
+class Bufferevent:
+    """Base of every bufferevent kind (``struct bufferevent``).
+
+    :param options: ``BEV_OPT_*`` flags (:class:`~gbufferevent.Options`).
+    :param hub: the gevent hub whose loop drives this bufferevent
+        (default: the current thread's hub).
+    :raises ValueError: unknown option bits.
+    """
+
+    def __init__(self, options=0, hub=None):
+        if isinstance(options, bool) or not isinstance(options, int):
+            raise TypeError(f"options must be an int, not {type(options).__name__}")
+        if options & ~_ALL_OPTIONS or options < 0:
+            raise ValueError(f"options has unknown bits: {options:#x}")
+        self.options = Options(options)
+        self.hub = hub if hub is not None else get_hub()
+        self.loop = self.hub.loop
+        self.input = Buffer()
+        self.output = Buffer()
+        self.input._on_drain = self._input_drained
+        self.output._on_add = self._output_added
+        self._enabled = EV_WRITE
+        self._susp_r = 0
+        self._susp_w = 0
+        self._rd_lo = self._rd_hi = 0
+        self._wr_lo = self._wr_hi = 0
+        self._readcb = self._writecb = self._eventcb = None
+        self._cbarg = None
+        self._max_read = MAX_SINGLE_READ_DEFAULT
+        self._max_write = MAX_SINGLE_WRITE_DEFAULT
+        self._deferred = bool(options & BEV_OPT_DEFER_CALLBACKS)
+        self._pend = 0
+        self._pend_events = 0
+        self._pend_scheduled = False
+        # generic timeouts (seconds), their timers, last activity (loop time)
+        self._rtimeout = self._wtimeout = None
+        self._rtimer = self._wtimer = None
+        self._rlast = self._wlast = 0.0
+        # rate limiting (filled in by gbufferevent.ratelimit)
+        self._rl = None
+        self._group = None
+        # lifecycle
+        self._freed = False
+        self._closing = False
+        self._shut_wr = False      # shutdown(SHUT_WR) asked, not yet done
+        self._shut_wr_done = False
+        self._eof = False
+        self._error = None
+        # blocking layer
+        self._readers = []
+        self._writers = []         # (waiter, threshold)
+        self._sock_timeout = None
+
+    def __repr__(self):
+        state = "freed" if self._freed else f"enabled={self._enabled:#x}"
+        return (f"<{type(self).__name__} {state} in={len(self.input)} "
+                f"out={len(self.output)}>")
+
+    # ------------------------------------------------------------------
+    # Callbacks
+    # ------------------------------------------------------------------
+
+    def setcb(self, readcb, writecb, eventcb, cbarg=None):
+        """Set the callbacks (``bufferevent_setcb``).
+
+        ``readcb(bev, cbarg)`` runs when ``input`` reaches the read low
+        watermark, ``writecb(bev, cbarg)`` when ``output`` drops to the write
+        low watermark, ``eventcb(bev, events, cbarg)`` on EOF, ERROR, TIMEOUT
+        and CONNECTED (``events`` is a :class:`~gbufferevent.Event`).  Any may
+        be None.  Callbacks run in the hub and must not block.
+        """
+        self._readcb = _check_cb(readcb, "readcb")
+        self._writecb = _check_cb(writecb, "writecb")
+        self._eventcb = _check_cb(eventcb, "eventcb")
+        self._cbarg = cbarg
+        return 0
+
+    def getcb(self):
+        """Return ``(readcb, writecb, eventcb, cbarg)`` (``bufferevent_getcb``)."""
+        return self._readcb, self._writecb, self._eventcb, self._cbarg
+
+    # ------------------------------------------------------------------
+    # Enable / disable / suspension
+    # ------------------------------------------------------------------
+
+    def enable(self, events):
+        """Enable reading and/or writing (``bufferevent_enable``).
+
+        :param events: ``EV_READ``, ``EV_WRITE`` or both.
+        :raises ValueError: unknown bits.
+        :returns: 0.
+        """
+        _check_events(events)
+        self._check_alive()
+        self._enabled |= events
+        self._update_io()
+        return 0
+
+    def disable(self, events):
+        """Disable reading and/or writing (``bufferevent_disable``). Returns 0."""
+        _check_events(events)
+        if self._freed:
+            return 0
+        self._enabled &= ~events
+        self._update_io()
+        return 0
+
+    def get_enabled(self):
+        """Return the enabled directions as ``EV_READ``/``EV_WRITE`` bits."""
+        return self._enabled
+
+    def _can_read(self):
+        return bool(self._enabled & EV_READ) and not self._susp_r and not self._freed
+
+    def _can_write(self):
+        return bool(self._enabled & EV_WRITE) and not self._susp_w and not self._freed
+
+    def _suspend_read(self, reason):
+        if not self._susp_r & reason:
+            self._susp_r |= reason
+            self._update_io()
+
+    def _unsuspend_read(self, reason):
+        if self._susp_r & reason:
+            self._susp_r &= ~reason
+            self._update_io()
+
+    def _suspend_write(self, reason):
+        if not self._susp_w & reason:
+            self._susp_w |= reason
+            self._update_io()
+
+    def _unsuspend_write(self, reason):
+        if self._susp_w & reason:
+            self._susp_w &= ~reason
+            self._update_io()
+
+    def _update_io(self):
+        """Start/stop the kind's I/O to match the state. Kinds extend this."""
+        if self._rtimeout or self._wtimeout:
+            self._adj_timeouts()
+
+    def _output_added(self):
+        """``output`` grew (user write): kinds start writing."""
+        self._update_io()
+
+    def _input_drained(self):
+        """``input`` shrank (user read): lift the high-watermark suspension."""
+        if self._susp_r & SUSPEND_WM and len(self.input) < self._rd_hi:
+            self._unsuspend_read(SUSPEND_WM)
+
+    # ------------------------------------------------------------------
+    # Watermarks
+    # ------------------------------------------------------------------
+
+    def setwatermark(self, events, lowmark, highmark):
+        """Set the watermarks of one or both directions (``bufferevent_setwatermark``).
+
+        :param events: ``EV_READ`` and/or ``EV_WRITE``.
+        :param lowmark: bytes; read: readcb runs once ``input`` holds at least
+            this many; write: writecb runs once ``output`` holds at most this many.
+        :param highmark: bytes, 0 = unlimited; read: reading stops while
+            ``input`` holds this many; write: kinds stacked on this one
+            (filters) stop adding while ``output`` holds this many.
+        :raises ValueError: negative marks or unknown bits.
+        """
+        _check_events(events)
+        for name, v in (("lowmark", lowmark), ("highmark", highmark)):
+            _check_size(v, name)
+            if v < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if events & EV_WRITE:
+            self._wr_lo, self._wr_hi = lowmark, highmark
+        if events & EV_READ:
+            if highmark and lowmark > highmark:
+                lowmark = highmark     # libevent clamps the same way
+            self._rd_lo, self._rd_hi = lowmark, highmark
+            if highmark and len(self.input) >= highmark:
+                self._suspend_read(SUSPEND_WM)
+            else:
+                self._unsuspend_read(SUSPEND_WM)
+        self._update_io()
+        return 0
+
+    def getwatermark(self, events):
+        """Return ``(low, high)`` of one direction (``bufferevent_getwatermark``).
+
+        :raises ValueError: *events* is not exactly ``EV_READ`` or ``EV_WRITE``.
+        """
+        _check_events(events)
+        if events == EV_READ:
+            return self._rd_lo, self._rd_hi
+        if events == EV_WRITE:
+            return self._wr_lo, self._wr_hi
+        raise ValueError("events must be exactly one of EV_READ or EV_WRITE")
+
+    # ------------------------------------------------------------------
+    # Data
+    # ------------------------------------------------------------------
+
+    def write(self, data):
+        """Append *data* to ``output``; never blocks (``bufferevent_write``).
+
+        :param data: a bytes-like object (``str`` raises TypeError).
+        :raises BuffereventClosedError: the bufferevent was freed or closed.
+        :returns: 0.
+        """
+        data = _as_bytes(data)
+        self._check_alive(writing=True)
+        self.output.add(data)
+        return 0
+
+    def write_buffer(self, buf):
+        """Move all of *buf* to ``output`` (``bufferevent_write_buffer``). Returns 0."""
+        self._check_alive(writing=True)
+        return self.output.add_buffer(buf)
+
+    def read(self, size=-1):
+        """Remove and return up to *size* bytes of ``input`` (all if negative).
+
+        Never blocks; ``b""`` when nothing is buffered (``bufferevent_read``).
+        """
+        return self.input.remove(size)
+
+    def read_buffer(self, buf):
+        """Move all of ``input`` to *buf* (``bufferevent_read_buffer``). Returns 0."""
+        self.input.remove_buffer(buf)
+        return 0
+
+    def flush(self, iotype=EV_READ | EV_WRITE, mode=BEV_FLUSH):
+        """Force bytes through, as far as this kind can (``bufferevent_flush``).
+
+        :param iotype: ``EV_READ``, ``EV_WRITE`` or both.
+        :param mode: :class:`~gbufferevent.FlushMode`; ``BEV_FINISHED`` also
+            tells the other end that no more data follows.
+        :returns: -1 on error, 0 if nothing was flushed, 1 if something was.
+        """
+        _check_events(iotype, "iotype")
+        if isinstance(mode, bool) or not isinstance(mode, int) or mode not in (
+                BEV_NORMAL, BEV_FLUSH, BEV_FINISHED):
+            raise ValueError(f"mode must be a FlushMode, not {mode!r}")
+        if self._freed:
+            return -1
+        return self._be_flush(iotype, FlushMode(mode))
+
+    def _be_flush(self, iotype, mode):
+        return 0
+
+    # ------------------------------------------------------------------
+    # Timeouts
+    # ------------------------------------------------------------------
+
+    def set_timeouts(self, read, write):
+        """Set the read and write timeouts in seconds; None or 0 turns one off.
+
+        A read timeout fires ``BEV_EVENT_TIMEOUT|BEV_EVENT_READING`` when reading
+        is enabled and nothing arrived for that long; a write timeout fires
+        ``TIMEOUT|WRITING`` when output is pending and nothing could be written.
+        The direction that timed out is disabled until enabled again
+        (``bufferevent_set_timeouts``).
+        """
+        self._rtimeout = _check_timeout(read, "read")
+        self._wtimeout = _check_timeout(write, "write")
+        now = self.loop.now()
+        self._rlast = self._wlast = now
+        for attr in ("_rtimer", "_wtimer"):
+            t = getattr(self, attr)
+            if t is not None:
+                t.stop()
+        self._adj_timeouts()
+        return 0
+
+    def _write_timeout_wanted(self):
+        return self._can_write() and len(self.output) > 0
+
+    def _adj_timeouts(self):
+        if self._freed:
+            return
+        if self._rtimeout and self._can_read():
+            if self._rtimer is None or not self._rtimer.active:
+                self._rlast = self.loop.now()
+                self._arm("_rtimer", self._rtimeout, self._on_rtimeout)
+        elif self._rtimer is not None:
+            self._rtimer.stop()
+        if self._wtimeout and self._write_timeout_wanted():
+            if self._wtimer is None or not self._wtimer.active:
+                self._wlast = self.loop.now()
+                self._arm("_wtimer", self._wtimeout, self._on_wtimeout)
+        elif self._wtimer is not None:
+            self._wtimer.stop()
+
+    def _arm(self, attr, after, cb):
+        """(Re)start the timer stored in *attr* to fire *after* seconds from now."""
+        old = getattr(self, attr)
+        if old is not None:
+            old.close()
+        timer = self.loop.timer(max(after, 0.0))
+        setattr(self, attr, timer)
+        timer.start(cb)
+
+    def _note_read(self):
+        """Reset the read timeout after progress."""
+        if self._rtimeout:
+            self._rlast = self.loop.now()
+
+    def _note_write(self):
+        if self._wtimeout:
+            self._wlast = self.loop.now()
+
+    def _on_rtimeout(self):
+        left = self._rlast + self._rtimeout - self.loop.now()
+        if left > 0.0005:
+            self._arm("_rtimer", left, self._on_rtimeout)
+            return
+        self._enabled &= ~EV_READ
+        self._update_io()
+        self._trigger_event(BEV_EVENT_TIMEOUT | BEV_EVENT_READING)
+
+    def _on_wtimeout(self):
+        left = self._wlast + self._wtimeout - self.loop.now()
+        if left > 0.0005:
+            self._arm("_wtimer", left, self._on_wtimeout)
+            return
+        self._enabled &= ~EV_WRITE
+        self._update_io()
+        self._trigger_event(BEV_EVENT_TIMEOUT | BEV_EVENT_WRITING)
+
+    # ------------------------------------------------------------------
+    # Per-step caps and rate-limit hooks
+    # ------------------------------------------------------------------
+
+    def set_max_single_read(self, size):
+        """Cap each read step at *size* bytes (``bufferevent_set_max_single_read``).
+
+        0 or >= ``EV_SSIZE_MAX`` restores the default (16384).
+        :raises TypeError: not an int.  :raises ValueError: negative.
+        :returns: 0.
+        """
+        self._max_read = self._check_max(size, MAX_SINGLE_READ_DEFAULT)
+        return 0
+
+    def set_max_single_write(self, size):
+        """Cap each write step at *size* bytes (``bufferevent_set_max_single_write``).
+
+        0 or >= ``EV_SSIZE_MAX`` restores the default (16384). Returns 0.
+        """
+        self._max_write = self._check_max(size, MAX_SINGLE_WRITE_DEFAULT)
+        return 0
+
+    @staticmethod
+    def _check_max(size, default):
+        _check_size(size, "size")
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        if size == 0 or size >= EV_SSIZE_MAX:
+            return default
+        return size
+
+    def get_max_single_read(self):
+        """Bytes one read step may take (``bufferevent_get_max_single_read``)."""
+        return self._max_read
+
+    def get_max_single_write(self):
+        """Bytes one write step may hand on (``bufferevent_get_max_single_write``)."""
+        return self._max_write
+
+    def get_max_to_read(self):
+        """Bytes this bufferevent would read right now: the minimum of max single
+        read, its token bucket and its group share, never negative
+        (``bufferevent_get_max_to_read``)."""
+        if self._rl is None and self._group is None:
+            return self._max_read
+        return self._rl_max(True)
+
+    def get_max_to_write(self):
+        """Bytes this bufferevent would write right now (``bufferevent_get_max_to_write``)."""
+        if self._rl is None and self._group is None:
+            return self._max_write
+        return self._rl_max(False)
+
+    def _rl_max(self, reading):  # replaced when rate limiting is in use
+        return self._max_read if reading else self._max_write
+
+    def _read_allowance(self):
+        """Bytes one read step may add to ``input`` now (0: do not read)."""
+        n = self._max_read if (self._rl is None and self._group is None) \
+            else self._rl_max(True)
+        hi = self._rd_hi
+        if hi:
+            room = hi - len(self.input)
+            if room < n:
+                n = room
+        return n if n > 0 else 0
+
+    def _write_allowance(self):
+        """Bytes one write step may take from ``output`` now."""
+        if self._rl is None and self._group is None:
+            return self._max_write
+        n = self._rl_max(False)
+        return n if n > 0 else 0
+
+    def _charge_read(self, n):
+        """Report *n* bytes read (rate limits, group totals)."""
+
+    def _charge_write(self, n):
+        """Report *n* bytes written (rate limits, group totals)."""
+
+    # ------------------------------------------------------------------
+    # Triggers (called by kinds)
+    # ------------------------------------------------------------------
+
+    def _trigger_read(self):
+        """Bytes were appended to ``input``: readcb, blocked readers, watermark."""
+        self._note_read()
+        inp = self.input
+        if self._rd_hi and len(inp) >= self._rd_hi:
+            self._suspend_read(SUSPEND_WM)
+        if self._readers:
+            self._wake_readers()
+        if self._readcb is not None and len(inp) >= self._rd_lo:
+            if self._deferred:
+                self._pend |= _PEND_READ
+                self._schedule()
+            else:
+                self._call_readcb()
+
+    def _trigger_write(self):
+        """Bytes left ``output``: writecb, blocked writers, close/shutdown."""
+        self._note_write()
+        out = self.output
+        n = len(out)
+        if not n:
+            if self._shut_wr and not self._shut_wr_done:
+                self._shut_wr_done = True
+                self._be_shutdown_write()
+            if self._closing:
+                self._be_close_ready()
+                return
+        if self._writers:
+            self._wake_writers(n)
+        if self._writecb is not None and n <= self._wr_lo:
+            if self._deferred:
+                self._pend |= _PEND_WRITE
+                self._schedule()
+            else:
+                self._call_writecb()
+        if self._wtimeout:
+            self._adj_timeouts()
+
+    def _trigger_event(self, what, exc=None):
+        """Report EOF/ERROR/TIMEOUT/CONNECTED (with READING/WRITING bits)."""
+        what = Event(what)
+        if what & BEV_EVENT_EOF and what & BEV_EVENT_READING:
+            self._eof = True
+        if what & BEV_EVENT_ERROR and self._error is None:
+            self._error = exc if exc is not None else ConnectionResetError(
+                "bufferevent error")
+        if what & BEV_EVENT_TIMEOUT:
+            tmo = TimeoutError("bufferevent %s timeout" % (
+                "read" if what & BEV_EVENT_READING else "write"))
+            if what & BEV_EVENT_READING:
+                self._wake_all(self._readers, tmo)
+            if what & BEV_EVENT_WRITING:
+                self._wake_all(self._writers, tmo)
+        else:
+            self._wake_all(self._readers)
+            self._wake_all(self._writers)
+        if self._eventcb is None:
+            return
+        if self._deferred:
+            self._pend_events |= what
+            self._schedule()
+        else:
+            self._call_eventcb(what)
+
+    def _schedule(self):
+        if not self._pend_scheduled:
+            self._pend_scheduled = True
+            self.loop.run_callback(self._run_deferred)
+
+    def _run_deferred(self):
+        """Run the coalesced callbacks: CONNECTED, read, write, other events."""
+        self._pend_scheduled = False
+        pend, events = self._pend, self._pend_events
+        self._pend = self._pend_events = 0
+        if self._freed:
+            return
+        if events & BEV_EVENT_CONNECTED:
+            self._call_eventcb(Event(BEV_EVENT_CONNECTED))
+            events &= ~BEV_EVENT_CONNECTED
+        if pend & _PEND_READ and not self._freed:
+            self._call_readcb()
+        if pend & _PEND_WRITE and not self._freed:
+            self._call_writecb()
+        if events and not self._freed:
+            self._call_eventcb(Event(events))
+
+    def _call_readcb(self):
+        cb = self._readcb
+        if cb is None:
+            return
+        before = len(self.input)
+        try:
+            cb(self, self._cbarg)
+        except Exception as exc:  # noqa: BLE001 - user code
+            self._callback_failed("readcb", exc, BEV_EVENT_READING)
+            return
+        # libevent's bufferevent_inbuf_wm_check: input still at the high
+        # watermark (so reading is stopped) but the callback made progress ->
+        # run it again, or the remaining bytes would sit there forever.
+        hi = self._rd_hi
+        if hi and not self._freed and self._enabled & EV_READ:
+            n = len(self.input)
+            if n >= hi and n < before:
+                self._pend |= _PEND_READ
+                self._schedule()
+
+    def _call_writecb(self):
+        cb = self._writecb
+        if cb is None:
+            return
+        try:
+            cb(self, self._cbarg)
+        except Exception as exc:  # noqa: BLE001
+            self._callback_failed("writecb", exc, BEV_EVENT_WRITING)
+
+    def _call_eventcb(self, what):
+        cb = self._eventcb
+        if cb is None:
+            return
+        try:
+            cb(self, what, self._cbarg)
+        except Exception:  # noqa: BLE001
+            log.exception("eventcb of %r raised (events %r)", self, what)
+
+    def _callback_failed(self, where, exc, direction):
+        log.error("%s of %r raised %s: %s", where, self, type(exc).__name__, exc,
+                  exc_info=exc)
+        if self._freed:
+            return
+        err = CallbackError(where, exc)
+        self._enabled &= ~(EV_READ if direction == BEV_EVENT_READING else EV_WRITE)
+        self._update_io()
+        self._trigger_event(BEV_EVENT_ERROR | direction, err)
+
+    # ------------------------------------------------------------------
+    # Lifecycle
+    # ------------------------------------------------------------------
+
+    def _check_alive(self, writing=False):
+        if self._freed or (writing and (self._closing or self._shut_wr)):
+            raise BuffereventClosedError(
+                "bufferevent is freed" if self._freed else
+                "bufferevent is closed for writing")
+
+    def free(self):
+        """Release the bufferevent now (``bufferevent_free``).
+
+        Callbacks are cleared first, so none runs afterwards; pending output is
+        dropped (use :meth:`close` to deliver it first).  With
+        ``BEV_OPT_CLOSE_ON_FREE`` the transport is closed too.  Greenlets blocked
+        on it get :class:`~gbufferevent.BuffereventClosedError`.  Idempotent.
+        """
+        if self._freed:
+            return
+        self._readcb = self._writecb = self._eventcb = None
+        self._freed = True
+        for t in (self._rtimer, self._wtimer):
+            if t is not None:
+                t.close()
+        self._rtimer = self._wtimer = None
+        if self._group is not None:
+            self._group._remove_member(self, unsuspend=False)
+        if self._rl is not None:
+            self._rl.detach(self)
+        try:
+            self._be_free()
+        finally:
+            err = BuffereventClosedError(
+                "bufferevent was closed in another greenlet")
+            self._wake_all(self._readers, err)
+            self._wake_all(self._writers, err)
+
+    def _be_free(self):
+        """Kind-specific teardown (stop watchers, close the transport)."""
+
+    def _be_shutdown_write(self):
+        """Output drained after shutdown(SHUT_WR)/FINISHED: send end-of-stream."""
+
+    def _be_close_ready(self):
+        """Output drained after close(): finish closing."""
+        self.free()
+
+    @property
+    def closed(self):
+        """True once the bufferevent was freed or closed."""
+        return self._freed or self._closing
+
+    def get_underlying(self):
+        """The bufferevent this one wraps, or None (``bufferevent_get_underlying``)."""
+        return None
+
+    def getfd(self):
+        """The file descriptor, or -1 if there is none (``bufferevent_getfd``)."""
+        return -1
+
+    def fileno(self):
+        """Same as :meth:`getfd` (so ``select``-style code can use it)."""
+        return self.getfd()
+
+    def setfd(self, fd):
+        """Give the bufferevent a new fd (``bufferevent_setfd``); -1 where the kind has none."""
+        return -1
+
+    @property
+    def last_error(self):
+        """The exception behind the last ERROR event, or None."""
+        return self._error
+
+    # ------------------------------------------------------------------
+    # Greenlet-blocking, socket-like layer
+    # ------------------------------------------------------------------
+
+    def settimeout(self, timeout):
+        """Timeout in seconds for the blocking calls (None: wait forever).
+
+        A blocking call that runs out raises ``TimeoutError``.
+        """
+        self._sock_timeout = _check_timeout(timeout, "timeout")
+        if timeout == 0:
+            self._sock_timeout = 0.0
+
+    def gettimeout(self):
+        """The blocking-call timeout in seconds, or None."""
+        return self._sock_timeout
+
+    def _deadline(self):
+        t = self._sock_timeout
+        return None if t is None else self.loop.now() + t
+
+    def _wait(self, waiters, entry_extra=None, deadline=None):
+        """Block the current greenlet until a trigger wakes it."""
+        hub = self.hub
+        if getcurrent() is hub:
+            raise RuntimeError(
+                "blocking bufferevent call from the hub (a callback); "
+                "use the callback API there or spawn a greenlet")
+        w = Waiter(hub)
+        entry = w if entry_extra is None else (w, entry_extra)
+        waiters.append(entry)
+        timer = None
+        if deadline is not None:
+            left = deadline - self.loop.now()
+            if left <= 0:
+                waiters.remove(entry)
+                raise TimeoutError("timed out")
+            timer = self.loop.timer(left)
+            timer.start(w.switch, _TIMED_OUT)
+        try:
+            result = w.get()
+        finally:
+            if timer is not None:
+                timer.close()
+            try:
+                waiters.remove(entry)
+            except ValueError:
+                pass
+        if result is _TIMED_OUT:
+            raise TimeoutError("timed out")
+        if isinstance(result, BaseException):
+            raise result
+
+    def _wake_all(self, waiters, value=None):
+        if not waiters:
+            return
+        run = self.loop.run_callback
+        for entry in waiters:
+            w = entry[0] if type(entry) is tuple else entry
+            run(w.switch, value)
+        waiters.clear()
+
+    def _wake_readers(self):
+        self._wake_all(self._readers)
+
+    def _wake_writers(self, n):
+        writers = self._writers
+        keep = []
+        run = self.loop.run_callback
+        for entry in writers:
+            if n <= entry[1]:
+                run(entry[0].switch, None)
+            else:
+                keep.append(entry)
+        writers[:] = keep
+
+    def _read_ready(self):
+        """For blocked readers: True to return b"" (EOF), raise on error."""
+        if self._error is not None:
+            raise self._error
+        if self._freed or self._closing:
+            raise BuffereventClosedError()
+        return self._eof
+
+    def _await_data(self, deadline):
+        """Enable reading if needed; block until something may have changed."""
+        if not self._enabled & EV_READ:
+            n = len(self.input)
+            self.enable(EV_READ)
+            if len(self.input) != n:
+                return        # enabling moved bytes at once (pairs, filters)
+        self._wait(self._readers, deadline=deadline)
+
+    def recv(self, bufsize, flags=0):
+        """Block until bytes arrive; return up to *bufsize* of them.
+
+        Returns ``b""`` at EOF.  Raises the transport's ``OSError`` (e.g.
+        ``ConnectionResetError``), ``TimeoutError`` after :meth:`settimeout`
+        seconds, or :class:`~gbufferevent.BuffereventClosedError` once closed.
+        Enables ``EV_READ`` if needed.  Data received before an error is
+        returned first.
+        """
+        _check_size(bufsize, "bufsize")
+        if bufsize < 0:
+            raise ValueError("bufsize must be >= 0")
+        deadline = None
+        while True:
+            if self.input._len:
+                return self.input.remove(bufsize)
+            if self._read_ready():
+                return b""
+            if deadline is None:
+                deadline = self._deadline()
+            self._await_data(deadline)
+
+    def recv_into(self, buffer, nbytes=0, flags=0):
+        """Like :meth:`recv`, into a writable buffer; returns the byte count."""
+        view = memoryview(buffer).cast("B")
+        n = nbytes or len(view)
+        data = self.recv(min(n, len(view)))
+        view[:len(data)] = data
+        return len(data)
+
+    def _fill(self, want, deadline):
+        """Wait until ``input`` holds *want* bytes; False at EOF."""
+        while len(self.input) < want:
+            if self._read_ready():
+                return False
+            if self._rd_hi and len(self.input) >= self._rd_hi:
+                raise LimitOverrunError(
+                    f"{want} bytes wanted but the read high watermark is {self._rd_hi}")
+            self._await_data(deadline)
+        return True
+
+    def readexactly(self, n):
+        """Block until exactly *n* bytes arrived and return them.
+
+        :raises IncompleteReadError: EOF first (``.partial`` has what came).
+        """
+        _check_size(n, "n")
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        if not self._fill(n, self._deadline()):
+            raise IncompleteReadError(self.input.remove(), n)
+        return self.input.remove(n)
+
+    def readuntil(self, separator=b"\n", limit=-1):
+        """Block until *separator* arrives; return the bytes up to and including it.
+
+        :raises IncompleteReadError: EOF first (``.partial`` has what came).
+        :raises LimitOverrunError: no separator within *limit* bytes (if >= 0)
+            or within the read high watermark.
+        """
+        sep = _as_bytes(separator, "separator")
+        if not sep:
+            raise ValueError("separator must not be empty")
+        deadline = self._deadline()
+        scanned = 0
+        inp = self.input
+        while True:
+            i = inp.search(sep, scanned)
+            if i >= 0:
+                end = i + len(sep)
+                if 0 <= limit < end:
+                    raise LimitOverrunError(f"separator not found within {limit} bytes")
+                return inp.remove(end)
+            scanned = max(0, len(inp) - len(sep) + 1)
+            if 0 <= limit < len(inp):
+                raise LimitOverrunError(f"separator not found within {limit} bytes")
+            if not self._fill(len(inp) + 1, deadline):
+                raise IncompleteReadError(inp.remove(), None)
+
+    def readline(self, limit=-1):
+        """Block until a whole line arrived; return it with its ``b"\\n"``.
+
+        At most *limit* bytes if ``limit >= 0`` (like a file's readline).  At
+        EOF returns what is left (possibly without newline, or ``b""``).
+        """
+        _check_size(limit, "limit")
+        deadline = self._deadline()
+        scanned = 0
+        inp = self.input
+        while True:
+            i = inp.search(b"\n", scanned)
+            if i >= 0:
+                end = i + 1
+                return inp.remove(end if limit < 0 else min(end, limit))
+            if 0 <= limit <= len(inp):
+                return inp.remove(limit)
+            scanned = len(inp)
+            if self._rd_hi and len(inp) >= self._rd_hi:
+                return inp.remove()    # no newline fits: hand out what we have
+            if self._read_ready():
+                return inp.remove()
+            self._await_data(deadline)
+
+    def _send_limit(self):
+        return self._wr_hi or DEFAULT_SEND_BUFFER
+
+    def _wait_writable(self, threshold, deadline):
+        """Wait until ``len(output) <= threshold``; raise if it never will."""
+        while len(self.output) > threshold:
+            self._write_wait_check()
+            if not self._enabled & EV_WRITE:
+                self.enable(EV_WRITE)
+                continue      # enabling may have moved bytes at once
+            self._wait(self._writers, threshold, deadline)
+        if self._error is not None:
+            raise self._error
+
+    def _write_wait_check(self):
+        """Raise if queued output can never drain (error, freed)."""
+        if self._error is not None:
+            raise self._error
+        if self._freed:
+            raise BuffereventClosedError()
+
+    def _check_sendable(self):
+        if self._error is not None:
+            raise self._error
+        if self._freed or self._closing or self._shut_wr:
+            raise BrokenPipeError(32, "bufferevent is closed for writing")
+
+    def send(self, data, flags=0):
+        """Queue as much of *data* as fits in the send buffer; return how much.
+
+        Blocks only while the output is full (see :data:`DEFAULT_SEND_BUFFER`
+        and the write high watermark).  Raises like :meth:`sendall`.
+        """
+        data = _as_bytes(data)
+        self._check_sendable()
+        limit = self._send_limit()
+        self._wait_writable(limit - 1, self._deadline())
+        self._check_sendable()
+        n = min(len(data), limit - len(self.output))
+        self.write(data if n == len(data) else data[:n])
+        return n
+
+    def sendall(self, data, flags=0):
+        """Send all of *data*; return once it has been handed on.
+
+        Applies backpressure: at most one send buffer's worth is queued at a
+        time, and the call returns when ``output`` has drained to the write
+        low watermark.  Raises ``BrokenPipeError``/``ConnectionResetError`` (or
+        the transport's error) if the data cannot be delivered, ``TimeoutError``
+        after :meth:`settimeout` seconds.
+        """
+        data = _as_bytes(data)
+        deadline = self._deadline()
+        limit = self._send_limit()
+        total = len(data)
+        pos = 0
+        view = memoryview(data) if total > limit else None
+        while pos < total:
+            self._check_sendable()
+            room = limit - len(self.output)
+            if room <= 0:
+                self._wait_writable(limit - 1, deadline)
+                continue
+            if view is None:
+                self.write(data)
+                pos = total
+            else:
+                chunk = view[pos:pos + room].tobytes()
+                self.write(chunk)
+                pos += len(chunk)
+        self._wait_writable(self._wr_lo, deadline)
+
+    def drain(self):
+        """Block until ``output`` is empty (everything handed to the transport)."""
+        self._wait_writable(0, self._deadline())
+
+    def shutdown(self, how):
+        """``socket.shutdown``: ``SHUT_WR`` delivers pending output, then ends the
+        stream for the peer (FIN; EOF on a pair partner); reading goes on.
+        ``SHUT_RD`` stops reading. ``SHUT_RDWR`` both."""
+        if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
+            raise ValueError(f"how must be SHUT_RD, SHUT_WR or SHUT_RDWR, not {how!r}")
+        self._check_alive()
+        if how in (_socket.SHUT_RD, _socket.SHUT_RDWR):
+            self.disable(EV_READ)
+            self._eof = True
+            self._wake_all(self._readers)
+        if how in (_socket.SHUT_WR, _socket.SHUT_RDWR) and not self._shut_wr:
+            self._shut_wr = True
+            if not self.output:
+                self._shut_wr_done = True
+                self._be_shutdown_write()
+            else:
+                self.enable(EV_WRITE)
+
+    def close(self):
+        """Close like a socket: pending output is delivered, then the transport
+        is closed (with ``BEV_OPT_CLOSE_ON_FREE``) and the bufferevent freed.
+
+        Never blocks: delivery goes on in the hub.  Reading stops at once;
+        greenlets blocked on this bufferevent get
+        :class:`~gbufferevent.BuffereventClosedError`.  Idempotent.
+        """
+        if self._freed or self._closing:
+            return
+        self._closing = True
+        self._readcb = None
+        self._enabled &= ~EV_READ
+        err = BuffereventClosedError("bufferevent was closed in another greenlet")
+        self._wake_all(self._readers, err)
+        self._wake_all(self._writers, err)
+        if self.output and self._error is None:
+            self._enabled |= EV_WRITE
+            self._update_io()
+        else:
+            self._be_close_ready()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def makefile(self, mode="r", buffering=None, *, encoding=None, errors=None,
+                 newline=None):
+        """A file object reading/writing through the blocking layer (``socket.makefile``)."""
+        from ._fileio import makefile
+        return makefile(self, mode, buffering, encoding, errors, newline)

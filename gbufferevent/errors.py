@@ -1,0 +1,51 @@
+"""Exceptions raised by gbufferevent.
+
+The blocking (socket-like) layer raises the ``OSError`` subclass a socket
+would; the classes here cover what sockets have no word for.
+"""
+import errno
+
+__all__ = [
+    "BuffereventClosedError", "IncompleteReadError", "LimitOverrunError",
+    "CallbackError",
+]
+
+
+class BuffereventClosedError(OSError, RuntimeError):
+    """The bufferevent was closed or freed (``errno.EBADF``, like a closed socket).
+
+    Also a ``RuntimeError``: using a freed bufferevent is a wrong-state error.
+    """
+
+    def __init__(self, msg="bufferevent is closed"):
+        super().__init__(errno.EBADF, msg)
+
+
+class IncompleteReadError(EOFError):
+    """EOF came before :meth:`readexactly`/:meth:`readuntil` could finish.
+
+    ``partial`` holds the bytes read before EOF, ``expected`` the number asked
+    for (or ``None`` for ``readuntil``), as in asyncio.
+    """
+
+    def __init__(self, partial, expected):
+        self.partial = partial
+        self.expected = expected
+        super().__init__(
+            f"{len(partial)} bytes read on a total of "
+            f"{expected if expected is not None else 'undefined'} expected bytes")
+
+
+class LimitOverrunError(ValueError):
+    """``readuntil``/``readline`` found no separator within the read high watermark."""
+
+
+class CallbackError(OSError):
+    """A user callback raised; stored as the bufferevent's error (``errno.EIO``).
+
+    The original exception is ``__cause__``.
+    """
+
+    def __init__(self, where, exc):
+        super().__init__(errno.EIO, f"{where} raised {type(exc).__name__}: {exc}")
+        self.__cause__ = exc

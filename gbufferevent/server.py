@@ -1,0 +1,89 @@
+"""BuffereventServer: gevent's StreamServer handing out bufferevents.
+
+Each accepted connection becomes a :class:`~gbufferevent.SocketBufferevent`
+(closed with the bufferevent, ``BEV_OPT_CLOSE_ON_FREE``) handed to your
+handler as ``handle(bev, address)`` in the connection's own greenlet, exactly
+where a plain ``StreamServer`` would hand you a socket.  When the handler
+returns, the bufferevent is closed the socket-like way: pending output is
+delivered first.  Pools (``spawn=Pool(n)``), ``start``/``stop``/
+``serve_forever`` and the listener forms are gevent's.
+"""
+import logging
+
+from gevent.server import StreamServer
+
+from .constants import BEV_OPT_CLOSE_ON_FREE
+from .socket import SocketBufferevent
+
+__all__ = ["BuffereventServer"]
+
+log = logging.getLogger("gbufferevent.server")
+
+
+class BuffereventServer(StreamServer):
+    """A ``gevent.server.StreamServer`` whose handler gets ``(bev, address)``.
+
+    :param listener: an address ``(host, port)`` or a listening socket, as for
+        ``StreamServer``.
+    :param handle: ``handle(bev, address)``, run in a new greenlet per
+        connection (or ``spawn``'s).
+    :param ssl_context: an ``OpenSSL.SSL.Context``; connections are then TLS
+        bufferevents, the handshake done in the connection's greenlet before
+        ``handle`` runs (see :mod:`gbufferevent.ssl`).
+    :param rate_limit_group: a :class:`~gbufferevent.RateLimitGroup` every
+        connection joins.
+    :param rate_limit: a :class:`~gbufferevent.TokenBucketConfig` applied to
+        each connection on its own.
+    :param options: ``BEV_OPT_*`` for each bufferevent (default
+        ``BEV_OPT_CLOSE_ON_FREE``).
+    Other keyword arguments (``spawn``, ``backlog``) go to ``StreamServer``.
+    """
+
+    def __init__(self, listener, handle=None, ssl_context=None, rate_limit_group=None,
+                 rate_limit=None, options=BEV_OPT_CLOSE_ON_FREE, **kwargs):
+        if handle is not None and not callable(handle):
+            raise TypeError("handle must be callable")
+        self.bev_handle = handle
+        self.ssl_context = ssl_context
+        self.rate_limit_group = rate_limit_group
+        self.rate_limit = rate_limit
+        self.bev_options = options | BEV_OPT_CLOSE_ON_FREE
+        super().__init__(listener, handle=self._handle_socket, **kwargs)
+
+    def make_bufferevent(self, sock, address):
+        """Build the bufferevent for an accepted socket (override to customise)."""
+        if self.ssl_context is not None:
+            from .ssl import server_bufferevent
+            bev = server_bufferevent(self.ssl_context, sock, self.bev_options)
+        else:
+            bev = SocketBufferevent(sock, self.bev_options)
+        if self.rate_limit is not None:
+            bev.set_rate_limit(self.rate_limit)
+        if self.rate_limit_group is not None:
+            bev.add_to_rate_limit_group(self.rate_limit_group)
+        return bev
+
+    def handle_bufferevent(self, bev, address):
+        """Called per connection; calls the ``handle`` given to the constructor."""
+        if self.bev_handle is None:
+            raise TypeError("BuffereventServer needs a handle(bev, address)")
+        self.bev_handle(bev, address)
+
+    def _handle_socket(self, sock, address):
+        try:
+            bev = self.make_bufferevent(sock, address)
+        except Exception:
+            sock.close()
+            raise
+        try:
+            if self.ssl_context is not None and not bev.wait_handshake():
+                log.info("TLS handshake with %s failed: %s", address, bev.last_error)
+                return
+            self.handle_bufferevent(bev, address)
+        finally:
+            bev.close()
+
+    def do_close(self, sock, *args):
+        # The bufferevent owns the socket and closes it once its output is
+        # delivered; closing it here would cut that short.
+        pass

@@ -1,0 +1,366 @@
+"""SocketBufferevent: a bufferevent over a stream socket, on the hub's io watchers.
+
+libevent's ``bufferevent_sock.c``.  One read watcher and one write watcher on
+the fd; each callback moves at most one step (max single read/write, the read
+high watermark, the rate limits) and returns to the loop, so a flooding peer
+cannot starve other greenlets.
+"""
+import errno
+import os
+
+import _socket
+import gevent
+import gevent.event
+import gevent.socket
+
+from .bufferevent import SUSPEND_LOOKUP, Bufferevent
+from .constants import (
+    BEV_EVENT_CONNECTED, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_READING,
+    BEV_EVENT_WRITING, BEV_FINISHED, BEV_OPT_CLOSE_ON_FREE, EV_READ, EV_WRITE,
+)
+
+__all__ = ["SocketBufferevent", "create_connection"]
+
+_WOULDBLOCK = (BlockingIOError, InterruptedError)
+_CONNECT_PENDING = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EALREADY)
+
+
+def _is_numeric_host(host):
+    for fam in (_socket.AF_INET, _socket.AF_INET6):
+        try:
+            _socket.inet_pton(fam, host)
+            return True
+        except (OSError, TypeError, ValueError):
+            pass
+    return False
+
+
+def _raw_of(sock):
+    """Return ``(owner, raw, fd_given)`` for a socket-ish object or an fd."""
+    if isinstance(sock, bool):
+        raise TypeError("sock must be a socket, an fd or None, not bool")
+    if isinstance(sock, int):
+        if sock < 0:
+            raise ValueError("sock must be a valid fd (>= 0), -1 or None")
+        raw = _socket.socket(fileno=sock)
+        return raw, raw, True
+    if isinstance(sock, _socket.socket):           # stdlib socket.socket
+        return sock, sock, False
+    inner = getattr(sock, "_sock", None)           # gevent.socket.socket
+    if isinstance(inner, _socket.socket):
+        return sock, inner, False
+    raise TypeError(f"sock must be a socket, an fd or None, not {type(sock).__name__}")
+
+
+class SocketBufferevent(Bufferevent):
+    """A bufferevent reading and writing a stream socket (``bufferevent_socket_new``).
+
+    :param sock: a gevent or stdlib socket, an fd (int), or None/-1 to give one
+        later with :meth:`setfd` or :meth:`connect`.  The socket is made
+        non-blocking; it must not be read or written elsewhere meanwhile.
+    :param options: ``BEV_OPT_*``; with ``BEV_OPT_CLOSE_ON_FREE`` :meth:`free`
+        closes the socket.  A socket made by :meth:`connect` is always closed.
+    :param hub: the gevent hub (default: current).
+    """
+
+    def __init__(self, sock=None, options=0, hub=None):
+        super().__init__(options, hub)
+        self._sock = self._raw = None
+        self._fd = -1
+        self._fd_given = False
+        self._own_sock = False
+        self._rw = self._ww = None
+        self._connecting = False
+        self._resolver = None
+        if sock is not None and not (isinstance(sock, int) and not isinstance(sock, bool)
+                                     and sock == -1):
+            self._attach(sock)
+
+    # -- fd management --------------------------------------------------
+
+    def _attach(self, sock):
+        owner, raw, fd_given = _raw_of(sock)
+        raw.setblocking(False)
+        self._sock, self._raw, self._fd_given = owner, raw, fd_given
+        self._fd = raw.fileno()
+        self._rw = self.loop.io(self._fd, 1)
+        self._ww = self.loop.io(self._fd, 2)
+        self._eof = False
+        self._error = None
+        self._update_io()
+
+    def _detach(self, close):
+        for w in (self._rw, self._ww):
+            if w is not None:
+                w.close()
+        self._rw = self._ww = None
+        sock, raw = self._sock, self._raw
+        self._sock = self._raw = None
+        self._fd = -1
+        self._connecting = False
+        if raw is None:
+            return
+        if close:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        elif self._fd_given:
+            raw.detach()            # the fd is the caller's: do not close it
+
+    def getfd(self):
+        """The socket's fd, or -1 (``bufferevent_getfd``)."""
+        return self._fd
+
+    def setfd(self, fd):
+        """Use a new socket or fd (``bufferevent_setfd``); the old one is not closed.
+
+        :param fd: a socket, an fd, or -1/None to detach.  Returns 0.
+        """
+        self._check_alive()
+        self._detach(close=self._own_sock)
+        self._own_sock = False
+        if fd is not None and not (isinstance(fd, int) and fd == -1):
+            self._attach(fd)
+        return 0
+
+    @property
+    def socket(self):
+        """The socket object given or created (None if none)."""
+        return self._sock
+
+    # -- connecting -----------------------------------------------------
+
+    def connect(self, address):
+        """Connect to *address* (``bufferevent_socket_connect``).
+
+        Creates a non-blocking socket if there is none (family from the
+        address: a str is AF_UNIX, a host with ':' is AF_INET6, else AF_INET).
+        Returns 0 at once; ``BEV_EVENT_CONNECTED`` follows on success, a
+        ``BEV_EVENT_ERROR`` event if the connection fails (refused,
+        unreachable).  A host that is not a numeric address is resolved with
+        gevent's resolver first, as :meth:`connect_hostname` does.
+        :raises TypeError: a malformed address.
+        """
+        self._check_alive()
+        if isinstance(address, tuple) and len(address) >= 2 \
+                and isinstance(address[0], str) and not _is_numeric_host(address[0]):
+            return self.connect_hostname(address[0], address[1])
+        if self._raw is None:
+            if isinstance(address, (str, bytes)):
+                family = _socket.AF_UNIX
+            elif isinstance(address, tuple) and len(address) >= 2:
+                family = _socket.AF_INET6 if ":" in str(address[0]) else _socket.AF_INET
+            else:
+                raise TypeError(f"address must be a (host, port) tuple or a path, "
+                                f"not {address!r}")
+            raw = _socket.socket(family, _socket.SOCK_STREAM)
+            self._attach(raw)
+            self._own_sock = True
+        self._suspend_read(SUSPEND_LOOKUP)
+        try:
+            rc = self._raw.connect_ex(address)
+        except OSError as exc:
+            rc = exc.errno or errno.EINVAL
+        if rc == 0 or rc in _CONNECT_PENDING:
+            self._connecting = True
+            self._update_io()        # the write watcher reports completion
+        else:
+            self.loop.run_callback(self._connect_failed, _errno_exception(rc))
+        return 0
+
+    def connect_hostname(self, host, port, family=0):
+        """Resolve *host* with gevent's resolver, then :meth:`connect`
+        (``bufferevent_socket_connect_hostname``).
+
+        Returns 0 at once.  A failed lookup is a ``BEV_EVENT_ERROR`` event whose
+        exception (a ``socket.gaierror``) is :attr:`last_error` and
+        :meth:`get_dns_error`.
+        """
+        self._check_alive()
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, not {type(host).__name__}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an int in 0..65535, not {port!r}")
+        self._suspend_read(SUSPEND_LOOKUP)
+        self._dns_error = None
+        self._resolver = gevent.spawn(self._resolve, host, port, family)
+        return 0
+
+    def get_dns_error(self):
+        """The lookup error of the last :meth:`connect_hostname`, or None."""
+        return getattr(self, "_dns_error", None)
+
+    def _resolve(self, host, port, family):
+        try:
+            infos = gevent.socket.getaddrinfo(host, port, family, _socket.SOCK_STREAM)
+        except OSError as exc:
+            self._resolver = None
+            if not self._freed:
+                self._dns_error = exc
+                self._trigger_event(BEV_EVENT_ERROR, exc)
+            return
+        self._resolver = None
+        if self._freed:
+            return
+        fam, _, _, _, addr = infos[0]
+        if self._raw is not None and self._raw.family != fam:
+            self._detach(close=self._own_sock)
+        self.connect(addr)
+
+    def _connect_failed(self, exc):
+        if self._freed:
+            return
+        self._connecting = False
+        self._update_io()
+        self._trigger_event(BEV_EVENT_ERROR, exc)
+
+    def _finish_connect(self):
+        err = self._raw.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        self._connecting = False
+        if err:
+            self._ww.stop()
+            self._trigger_event(BEV_EVENT_ERROR, _errno_exception(err))
+            return
+        self._susp_r &= ~SUSPEND_LOOKUP
+        self._update_io()
+        self._trigger_event(BEV_EVENT_CONNECTED)
+
+    # -- I/O ------------------------------------------------------------
+
+    def _update_io(self):
+        if self._rtimeout or self._wtimeout:
+            self._adj_timeouts()
+        rw = self._rw
+        if rw is None:
+            return
+        if self._can_read():
+            if not rw.active:
+                rw.start(self._on_readable)
+        elif rw.active:
+            rw.stop()
+        ww = self._ww
+        if self._connecting or (self._can_write() and self.output._len):
+            if not ww.active:
+                ww.start(self._on_writable)
+        elif ww.active:
+            ww.stop()
+
+    def _write_timeout_wanted(self):
+        return self._can_write() and (self._connecting or len(self.output) > 0)
+
+    def _on_readable(self):
+        n = self._read_allowance()
+        if n <= 0:
+            self._rw.stop()   # resumed by _update_io when the limit lifts
+            return
+        try:
+            data = self._raw.recv(n)
+        except _WOULDBLOCK:
+            return
+        except OSError as exc:
+            self._io_failed(BEV_EVENT_READING, exc)
+            return
+        if not data:
+            self._enabled &= ~EV_READ
+            self._update_io()
+            self._trigger_event(BEV_EVENT_EOF | BEV_EVENT_READING)
+            return
+        self.input.add(data)
+        self._charge_read(len(data))
+        self._trigger_read()
+
+    def _on_writable(self):
+        if self._connecting:
+            self._finish_connect()
+            return
+        out = self.output
+        n = self._write_allowance()
+        if not out._len or n <= 0:
+            self._ww.stop()
+            return
+        try:
+            sent = self._raw.send(out.peek(n))
+        except _WOULDBLOCK:
+            return
+        except OSError as exc:
+            self._io_failed(BEV_EVENT_WRITING, exc)
+            return
+        out.drain(sent)
+        self._charge_write(sent)
+        if not out._len:
+            self._ww.stop()
+        self._trigger_write()
+
+    def _io_failed(self, direction, exc):
+        self._enabled &= ~(EV_READ if direction == BEV_EVENT_READING else EV_WRITE)
+        self._update_io()
+        self._trigger_event(BEV_EVENT_ERROR | direction, exc)
+
+    # -- end of stream / teardown -------------------------------------------
+
+    def _be_flush(self, iotype, mode):
+        # libevent's socket flush is a no-op; BEV_FINISHED on the write side
+        # additionally ends the stream (FIN) once the output has drained.
+        if mode == BEV_FINISHED and iotype & EV_WRITE and not self._shut_wr:
+            self._shut_wr = True
+            if not self.output:
+                self._shut_wr_done = True
+                self._be_shutdown_write()
+            else:
+                self._enabled |= EV_WRITE
+                self._update_io()
+        return 0
+
+    def _be_shutdown_write(self):
+        if self._raw is not None:
+            try:
+                self._raw.shutdown(_socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def _be_free(self):
+        if self._resolver is not None:
+            self._resolver.kill(block=False)
+            self._resolver = None
+        self._detach(close=bool(self.options & BEV_OPT_CLOSE_ON_FREE) or self._own_sock)
+
+
+def _errno_exception(code):
+    """The OSError subclass a socket call would raise for errno *code*."""
+    return OSError(code, os.strerror(code)) if code else OSError("connect failed")
+
+
+def create_connection(address, timeout=None, options=BEV_OPT_CLOSE_ON_FREE, hub=None):
+    """Connect to *address* and return a connected :class:`SocketBufferevent`.
+
+    The blocking counterpart of ``gevent.socket.create_connection``: waits (at
+    most *timeout* seconds) for ``BEV_EVENT_CONNECTED``.  Must be called from a
+    greenlet, not from a callback.
+
+    :raises OSError: the connection failed (``ConnectionRefusedError``, a
+        ``socket.gaierror`` for an unknown host, ...).
+    :raises TimeoutError: not connected within *timeout* seconds.
+    """
+    bev = SocketBufferevent(None, options, hub)
+    result = gevent.event.AsyncResult()
+
+    def on_event(_bev, what, _arg):
+        if what & BEV_EVENT_CONNECTED:
+            result.set(None)
+        elif what & BEV_EVENT_ERROR:
+            result.set_exception(_bev.last_error or OSError("connect failed"))
+
+    bev.setcb(None, None, on_event)
+    bev.connect(address)
+    try:
+        result.get(timeout=timeout)
+    except gevent.Timeout:
+        bev.free()
+        raise TimeoutError(f"connect to {address!r} timed out") from None
+    except BaseException:
+        bev.free()
+        raise
+    bev.setcb(None, None, None)
+    return bev
+

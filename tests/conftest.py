@@ -1,0 +1,74 @@
+import gevent
+import gevent.event
+import gevent.socket
+import pytest
+
+from gbufferevent import BEV_OPT_CLOSE_ON_FREE, SocketBufferevent
+
+
+class Recorder:
+    """Collects callbacks; ``wait_for(pred)`` blocks on an Event with a deadline."""
+
+    def __init__(self):
+        self.reads = []
+        self.writes = 0
+        self.events = []
+        self.changed = gevent.event.Event()
+
+    def readcb(self, bev, arg):
+        self.reads.append(bev.read())
+        self.changed.set()
+
+    def writecb(self, bev, arg):
+        self.writes += 1
+        self.changed.set()
+
+    def eventcb(self, bev, what, arg):
+        self.events.append(int(what))
+        self.changed.set()
+
+    def attach(self, bev, read=True, write=True, event=True):
+        bev.setcb(self.readcb if read else None, self.writecb if write else None,
+                  self.eventcb if event else None)
+        return self
+
+    @property
+    def data(self):
+        return b"".join(self.reads)
+
+    def wait_for(self, pred, timeout=10):
+        with gevent.Timeout(timeout, AssertionError("condition not reached in time")):
+            while not pred():
+                self.changed.clear()
+                self.changed.wait()
+
+
+def wait_for(pred, event, timeout=10):
+    """Wait on *event* (set by whoever changes state) until pred() holds."""
+    with gevent.Timeout(timeout, AssertionError("condition not reached in time")):
+        while not pred():
+            event.clear()
+            event.wait()
+
+
+@pytest.fixture
+def sockpair():
+    made = []
+
+    def make(options=BEV_OPT_CLOSE_ON_FREE):
+        a, b = gevent.socket.socketpair()
+        ba, bb = SocketBufferevent(a, options), SocketBufferevent(b, options)
+        made.extend([ba, bb, a, b])
+        return ba, bb
+
+    yield make
+    for obj in made:
+        if isinstance(obj, SocketBufferevent):
+            obj.free()
+        else:
+            obj.close()
+
+
+@pytest.fixture
+def recorder():
+    return Recorder
