@@ -10,9 +10,14 @@ from .buffer import Buffer
 from .bufferevent import DEFAULT_SEND_BUFFER, Bufferevent
 from .errors import (
     BuffereventClosedError, CallbackError, IncompleteReadError, LimitOverrunError,
+    SSLCertVerificationError, SSLEOFError, SSLError,
 )
 from .pair import PairBufferevent, pair_new
 from .socket import SocketBufferevent, create_connection
+from .ssl import (
+    SSLFilterBufferevent, SSLSocketBufferevent, client_context, load_or_generate_cert,
+    openssl_filter_new, openssl_socket_new, server_context,
+)
 
 __version__ = "0.1.0"
 
@@ -20,4 +25,7 @@ __all__ = list(_constants_all) + [
     "Buffer", "Bufferevent", "DEFAULT_SEND_BUFFER", "SocketBufferevent",
     "create_connection", "PairBufferevent", "pair_new", "BuffereventClosedError", "CallbackError",
     "IncompleteReadError", "LimitOverrunError", "__version__",
+    "SSLError", "SSLEOFError", "SSLCertVerificationError", "SSLSocketBufferevent",
+    "SSLFilterBufferevent", "openssl_socket_new", "openssl_filter_new",
+    "server_context", "client_context", "load_or_generate_cert",
 ]

@@ -361,13 +361,17 @@ class Bufferevent:
         self._adj_timeouts()
         return 0
 
+    def _read_timeout_wanted(self):
+        """Should the read timeout run now? (kinds with a handshake extend this)"""
+        return self._can_read()
+
     def _write_timeout_wanted(self):
         return self._can_write() and len(self.output) > 0
 
     def _adj_timeouts(self):
         if self._freed:
             return
-        if self._rtimeout and self._can_read():
+        if self._rtimeout and self._read_timeout_wanted():
             if self._rtimer is None or not self._rtimer.active:
                 self._rlast = self.loop.now()
                 self._arm("_rtimer", self._rtimeout, self._on_rtimeout)

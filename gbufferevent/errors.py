@@ -4,10 +4,11 @@ The blocking (socket-like) layer raises the ``OSError`` subclass a socket
 would; the classes here cover what sockets have no word for.
 """
 import errno
+import ssl as _stdssl
 
 __all__ = [
     "BuffereventClosedError", "IncompleteReadError", "LimitOverrunError",
-    "CallbackError",
+    "CallbackError", "SSLError", "SSLEOFError", "SSLCertVerificationError",
 ]
 
 
@@ -49,3 +50,24 @@ class CallbackError(OSError):
     def __init__(self, where, exc):
         super().__init__(errno.EIO, f"{where} raised {type(exc).__name__}: {exc}")
         self.__cause__ = exc
+
+
+class SSLError(_stdssl.SSLError):
+    """A TLS failure on a TLS bufferevent; also an ``ssl.SSLError`` (an ``OSError``).
+
+    ``reason`` is the first OpenSSL reason in the ``ssl`` module's spelling
+    (e.g. ``"WRONG_VERSION_NUMBER"``), ``openssl_errors`` the OpenSSL error
+    codes (:class:`~gbufferevent.ssl_errors.OpenSSLErrorCode`), oldest first.
+    """
+
+    reason = None
+    library = "SSL"
+    openssl_errors = ()
+
+
+class SSLEOFError(SSLError, _stdssl.SSLEOFError):
+    """The peer closed the transport without ``close_notify`` (a dirty shutdown)."""
+
+
+class SSLCertVerificationError(SSLError, _stdssl.SSLCertVerificationError):
+    """The peer's certificate (or host name) did not verify."""

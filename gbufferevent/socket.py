@@ -224,6 +224,11 @@ class SocketBufferevent(Bufferevent):
             return
         self._susp_r &= ~SUSPEND_LOOKUP
         self._update_io()
+        self._on_connected()
+
+    def _on_connected(self):
+        """The connection is established: report it (kinds that still have a
+        handshake to do, like TLS, start it here instead)."""
         self._trigger_event(BEV_EVENT_CONNECTED)
 
     # -- I/O ------------------------------------------------------------

@@ -1,0 +1,292 @@
+"""TLS bufferevent benchmark: bulk throughput and handshakes per second.
+
+One run prints one table (medians of several runs):
+
+* bulk TLS 1.3 (AES-GCM) over loopback TCP, 64 MiB sent in 16 KiB writes,
+  both ends in this process on one hub, for
+  - the socket kind (``openssl_socket_new``) at both ends,
+  - the filter kind over a ``SocketBufferevent`` (``openssl_filter_new``),
+  - gevent's own ``gevent.ssl`` sockets,
+  - pyOpenSSL memory-BIO pumping with no event loop and no socket at all
+    (the ceiling: encrypt, move, decrypt);
+* full handshakes per second (new TCP connection each time, ECDSA P-256
+  certificate, TLS 1.3) for the socket kind and for ``gevent.ssl``.
+
+Ratios: socket kind vs gevent.ssl (target >= 0.9), filter kind vs the
+no-loop ceiling (target >= 0.7).
+
+The sender uses the blocking layer (``sendall`` of 16 KiB chunks, write low
+watermark 256 KiB so ``sendall`` returns while the pipe is still full), the
+receiver ``recv(65536)`` -- the same code shape as the gevent.ssl peer.
+
+Usage: ``python benchmarks/bench_ssl.py [--quick] [--runs N] [--mib N]``
+"""
+import argparse
+import os
+import ssl as stdssl
+import statistics
+import sys
+import tempfile
+import time
+
+import gevent
+import gevent.socket
+import gevent.ssl
+from OpenSSL import SSL
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from gbufferevent import (  # noqa: E402
+    BEV_OPT_CLOSE_ON_FREE, BUFFEREVENT_SSL_ACCEPTING, BUFFEREVENT_SSL_CONNECTING,
+    EV_WRITE, SocketBufferevent, openssl_filter_new, openssl_socket_new,
+)
+from gbufferevent.ssl_context import generate_self_signed_cert  # noqa: E402
+
+WRITE = 16 * 1024
+
+
+def pyopenssl_contexts(cert, key):
+    s = SSL.Context(SSL.TLS_SERVER_METHOD)
+    s.use_certificate_file(cert)
+    s.use_privatekey_file(key)
+    c = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    for ctx in (s, c):
+        ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+        ctx.set_tls13_ciphersuites(b"TLS_AES_256_GCM_SHA384")
+    return s, c
+
+
+def stdlib_contexts(cert, key):
+    s = gevent.ssl.SSLContext(stdssl.PROTOCOL_TLS_SERVER)
+    s.load_cert_chain(cert, key)
+    c = gevent.ssl.SSLContext(stdssl.PROTOCOL_TLS_CLIENT)
+    c.check_hostname = False
+    c.verify_mode = stdssl.CERT_NONE
+    for ctx in (s, c):
+        ctx.minimum_version = stdssl.TLSVersion.TLSv1_3
+    return s, c
+
+
+def tcp_pair():
+    lst = gevent.socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+    c = gevent.socket.create_connection(lst.getsockname())
+    s, _ = lst.accept()
+    lst.close()
+    return s, c
+
+
+# -- bulk ---------------------------------------------------------------------
+
+def _bulk_bev(sender, receiver, total):
+    sender.setwatermark(EV_WRITE, 256 * 1024, 0)
+    chunk = os.urandom(WRITE)
+
+    def send():
+        for _ in range(total // WRITE):
+            sender.sendall(chunk)
+
+    g = gevent.spawn(send)
+    t0 = time.perf_counter()
+    got = 0
+    while got < total:
+        d = receiver.recv(65536)
+        if not d:
+            break
+        got += len(d)
+    dt = time.perf_counter() - t0
+    g.get()
+    assert got == total, got
+    return dt
+
+
+def bulk_socket_kind(ctxs, total):
+    sctx, cctx = ctxs
+    s, c = tcp_pair()
+    a = openssl_socket_new(SSL.Connection(cctx, None), BUFFEREVENT_SSL_CONNECTING, c,
+                           BEV_OPT_CLOSE_ON_FREE)
+    b = openssl_socket_new(SSL.Connection(sctx, None), BUFFEREVENT_SSL_ACCEPTING, s,
+                           BEV_OPT_CLOSE_ON_FREE)
+    assert a.wait_handshake(10) and b.wait_handshake(10)
+    dt = _bulk_bev(a, b, total)
+    a.free()
+    b.free()
+    return dt
+
+
+def bulk_filter_kind(ctxs, total):
+    sctx, cctx = ctxs
+    s, c = tcp_pair()
+    a = openssl_filter_new(SocketBufferevent(c, BEV_OPT_CLOSE_ON_FREE),
+                           SSL.Connection(cctx, None), BUFFEREVENT_SSL_CONNECTING,
+                           BEV_OPT_CLOSE_ON_FREE)
+    b = openssl_filter_new(SocketBufferevent(s, BEV_OPT_CLOSE_ON_FREE),
+                           SSL.Connection(sctx, None), BUFFEREVENT_SSL_ACCEPTING,
+                           BEV_OPT_CLOSE_ON_FREE)
+    assert a.wait_handshake(10) and b.wait_handshake(10)
+    dt = _bulk_bev(a, b, total)
+    a.free()
+    b.free()
+    return dt
+
+
+def bulk_gevent_ssl(ctxs, total):
+    sctx, cctx = ctxs
+    s, c = tcp_pair()
+    srv = gevent.spawn(sctx.wrap_socket, s, server_side=True)
+    cli = cctx.wrap_socket(c)
+    srv = srv.get()
+    chunk = os.urandom(WRITE)
+
+    def send():
+        for _ in range(total // WRITE):
+            cli.sendall(chunk)
+
+    g = gevent.spawn(send)
+    t0 = time.perf_counter()
+    got = 0
+    while got < total:
+        d = srv.recv(65536)
+        if not d:
+            break
+        got += len(d)
+    dt = time.perf_counter() - t0
+    g.get()
+    assert got == total
+    cli.close()
+    srv.close()
+    return dt
+
+
+def bulk_ceiling(ctxs, total):
+    sctx, cctx = ctxs
+    a = SSL.Connection(cctx, None)
+    a.set_connect_state()
+    b = SSL.Connection(sctx, None)
+    b.set_accept_state()
+    for _ in range(10):                      # handshake by hand
+        for x in (a, b):
+            try:
+                x.do_handshake()
+            except SSL.WantReadError:
+                pass
+        for x, y in ((a, b), (b, a)):
+            try:
+                y.bio_write(x.bio_read(1 << 20))
+            except SSL.WantReadError:
+                pass
+    chunk = os.urandom(WRITE)
+    t0 = time.perf_counter()
+    got = 0
+    for _ in range(total // WRITE):
+        a.send(chunk)
+        b.bio_write(a.bio_read(1 << 17))
+        got += len(b.recv(65536))
+    dt = time.perf_counter() - t0
+    assert got == total
+    return dt
+
+
+# -- handshakes -----------------------------------------------------------------
+
+def handshakes_socket_kind(ctxs, count):
+    sctx, cctx = ctxs
+    lst = gevent.socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(64)
+    addr = lst.getsockname()
+
+    def server():
+        for _ in range(count):
+            s, _ = lst.accept()
+            b = openssl_socket_new(SSL.Connection(sctx, None), BUFFEREVENT_SSL_ACCEPTING,
+                                   s, BEV_OPT_CLOSE_ON_FREE)
+            assert b.wait_handshake(10)
+            b.free()
+
+    g = gevent.spawn(server)
+    t0 = time.perf_counter()
+    for _ in range(count):
+        a = openssl_socket_new(SSL.Connection(cctx, None), BUFFEREVENT_SSL_CONNECTING,
+                               None, BEV_OPT_CLOSE_ON_FREE)
+        a.connect(addr)
+        assert a.wait_handshake(10)
+        a.free()
+    g.get()
+    dt = time.perf_counter() - t0
+    lst.close()
+    return count / dt
+
+
+def handshakes_gevent_ssl(ctxs, count):
+    sctx, cctx = ctxs
+    lst = gevent.socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(64)
+    addr = lst.getsockname()
+
+    def server():
+        for _ in range(count):
+            s, _ = lst.accept()
+            t = sctx.wrap_socket(s, server_side=True)
+            t.close()
+
+    g = gevent.spawn(server)
+    t0 = time.perf_counter()
+    for _ in range(count):
+        c = cctx.wrap_socket(gevent.socket.create_connection(addr))
+        c.close()
+    g.get()
+    dt = time.perf_counter() - t0
+    lst.close()
+    return count / dt
+
+
+def median_of(runs, fn, *args):
+    return statistics.median(fn(*args) for _ in range(runs))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="short smoke run")
+    ap.add_argument("--runs", type=int, default=5, help="runs per figure (median)")
+    ap.add_argument("--mib", type=int, default=64, help="MiB per bulk run")
+    ap.add_argument("--handshakes", type=int, default=200, help="handshakes per run")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.runs, args.mib, args.handshakes = 1, 4, 20
+    total = args.mib << 20
+    with tempfile.TemporaryDirectory() as d:
+        cert, key = generate_self_signed_cert(os.path.join(d, "c.pem"),
+                                              os.path.join(d, "k.pem"))
+        pctx, sctx = pyopenssl_contexts(cert, key), stdlib_contexts(cert, key)
+        mbps = {}
+        for name, fn, ctxs in (
+                ("socket kind", bulk_socket_kind, pctx),
+                ("filter kind over SocketBufferevent", bulk_filter_kind, pctx),
+                ("gevent.ssl", bulk_gevent_ssl, sctx),
+                ("pyOpenSSL memory BIOs, no loop (ceiling)", bulk_ceiling, pctx)):
+            fn(ctxs, min(total, 4 << 20))                   # warm up
+            mbps[name] = total / median_of(args.runs, fn, ctxs, total) / 1e6
+        hps = {"socket kind": median_of(args.runs, handshakes_socket_kind, pctx,
+                                        args.handshakes),
+               "gevent.ssl": median_of(args.runs, handshakes_gevent_ssl, sctx,
+                                       args.handshakes)}
+    gs, ceil = mbps["gevent.ssl"], mbps["pyOpenSSL memory BIOs, no loop (ceiling)"]
+    print(f"TLS 1.3 TLS_AES_256_GCM_SHA384, {args.mib} MiB in {WRITE // 1024} KiB writes, "
+          f"loopback, median of {args.runs}")
+    print(f"{'bulk throughput':44} {'MB/s':>8} {'vs gevent.ssl':>14} {'vs ceiling':>11}")
+    for name, v in mbps.items():
+        print(f"{name:44} {v:8.1f} {v / gs:13.2f}x {v / ceil:10.2f}x")
+    print(f"{'handshakes (ECDSA P-256, new TCP each)':44} {'per s':>8} {'vs gevent.ssl':>14}")
+    for name, v in hps.items():
+        print(f"{name:44} {v:8.1f} {v / hps['gevent.ssl']:13.2f}x")
+    print(f"targets: socket kind >= 0.9x gevent.ssl "
+          f"({mbps['socket kind'] / gs:.2f}x); filter kind >= 0.7x ceiling "
+          f"({mbps['filter kind over SocketBufferevent'] / ceil:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

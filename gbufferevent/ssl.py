@@ -1,0 +1,1067 @@
+"""TLS bufferevents over pyOpenSSL (libevent's ``bufferevent_openssl.c``).
+
+Two kinds, as in libevent, sharing one core:
+
+* :func:`openssl_socket_new` -- a TLS bufferevent on a socket
+  (:class:`SSLSocketBufferevent`, a :class:`~gbufferevent.SocketBufferevent`
+  that encrypts): it reads and writes the fd itself on the hub's io watchers;
+* :func:`openssl_filter_new` -- TLS over any other bufferevent
+  (:class:`SSLFilterBufferevent`): a pair member, a socket bufferevent, a zlib
+  filter, another TLS bufferevent.  It takes over the underlying's callbacks,
+  enables it ``EV_READ|EV_WRITE`` and moves ciphertext between the
+  underlying's ``input``/``output`` and OpenSSL.
+
+The core drives an ``OpenSSL.SSL.Connection`` over memory BIOs
+(``Connection(ctx, None)``, pyOpenSSL's ``SSL_new``): ciphertext goes in with
+``bio_write`` and comes out with ``bio_read``; plaintext is what the
+bufferevent's ``input`` and ``output`` hold.  So every wire byte, handshake
+included, passes through the bufferevent and is charged to its rate limits
+(``_charge_read``/``_charge_write``), and each step is sized by
+``_read_allowance``/``_write_allowance`` (max single read/write, buckets).
+
+Semantics (libevent's, with the seed's and this project's decisions):
+
+* ``BEV_EVENT_CONNECTED`` once the handshake is done (none for a bufferevent
+  created ``BUFFEREVENT_SSL_OPEN``); a failed handshake is
+  ``ERROR|READING`` with :meth:`~_TLSCore.get_openssl_error` non-zero; a
+  handshake stalled past the read or write timeout is a bare
+  ``BEV_EVENT_TIMEOUT`` (both directions are then disabled).
+* Reading never stalls on bytes OpenSSL already holds: after each transport
+  read every complete record is decrypted into ``input``, even past max
+  single read or the read high watermark (by at most one record, as libevent).
+* A write that OpenSSL cannot finish (``WANT_READ`` during a renegotiation)
+  is retried with the very same chunk once input arrives.
+* The peer's ``close_notify`` is ``EOF|READING``, and is answered with ours
+  once ``output`` has been encrypted.  A transport that ends without it is a
+  *dirty shutdown*: ``ERROR|READING`` (``SSLEOFError``), or ``EOF|READING``
+  with :meth:`~_TLSCore.set_allow_dirty_shutdown`.  Data received before
+  either is delivered first.
+* :meth:`~_TLSCore.close` is a clean, bounded TLS close (libevent has none):
+  pending plaintext is delivered, ``close_notify`` sent, the peer's awaited
+  for at most :meth:`~_TLSCore.set_shutdown_timeout` seconds (data arriving
+  meanwhile is discarded), then the transport is closed (with
+  ``BEV_OPT_CLOSE_ON_FREE``), so sessions stay resumable.  :meth:`free` is
+  libevent's abrupt free: no ``close_notify``.
+
+Threading: libevent's chapter shows how to install OpenSSL locking callbacks.
+They are not needed here: OpenSSL >= 1.1.0 (which pyOpenSSL/cryptography
+bundle) locks its own global state, and pyOpenSSL releases no object to other
+threads by itself.  What still holds: a ``Connection`` (like the bufferevent
+around it, see :mod:`gbufferevent.bufferevent`) belongs to one hub, i.e. one
+thread; with a hub per thread, give each thread its own bufferevents and
+Connections.  ``Context`` objects may be shared between threads once
+configured.
+"""
+import socket as _socket
+
+from OpenSSL import SSL
+
+from collections import deque
+from itertools import islice
+
+from .bufferevent import SUSPEND_FILTER, SUSPEND_LOOKUP, Bufferevent
+from .constants import (
+    BEV_EVENT_CONNECTED, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_READING,
+    BEV_EVENT_TIMEOUT, BEV_EVENT_WRITING, BEV_FINISHED, BEV_OPT_CLOSE_ON_FREE,
+    BUFFEREVENT_SSL_ACCEPTING, BUFFEREVENT_SSL_CONNECTING, BUFFEREVENT_SSL_OPEN,
+    EV_READ, EV_WRITE, SSLState,
+)
+from .errors import SSLCertVerificationError, SSLEOFError, SSLError
+from .socket import _WOULDBLOCK, SocketBufferevent, _is_numeric_host
+from .ssl_context import (
+    check_hostname, client_context, load_or_generate_cert, server_context,
+)
+from .ssl_errors import (
+    Closure, OpenSSLErrorCode, classify, error_codes, pack_error, ssl_exception,
+    wrong_version_error,
+)
+
+__all__ = [
+    "openssl_socket_new", "openssl_filter_new", "SSLSocketBufferevent",
+    "SSLFilterBufferevent", "server_bufferevent", "server_context", "client_context",
+    "load_or_generate_cert", "SSLError", "SSLEOFError", "SSLCertVerificationError",
+    "OpenSSLErrorCode", "DEFAULT_SHUTDOWN_TIMEOUT", "HANDSHAKE_TIMEOUT",
+]
+
+#: Seconds :meth:`close` waits for the peer's ``close_notify`` by default.
+DEFAULT_SHUTDOWN_TIMEOUT = 3.0
+#: Seconds :meth:`wait_handshake` waits by default (unless :meth:`settimeout` was set).
+HANDSHAKE_TIMEOUT = 30.0
+#: Largest TLS record payload: one ``SSL_read`` returns at most this much.
+_RECORD = 16384
+#: Ciphertext taken from the out-BIO per ``bio_read``.
+_BIO_CHUNK = 1 << 17
+#: Ciphertext a filter lets queue in an underlying without a write high
+#: watermark before waiting for it to drain, in bytes.
+FILTER_WINDOW = 1 << 16
+_MAX_ERRORS = 3            # libevent's NUM_ERRORS
+#: Socket kind: at most this many read/write steps (each capped by max single
+#: read/write and the rate limits) and this many bytes per io callback.
+_STEPS = 16
+_CALLBACK_BYTES = 256 * 1024
+_BATCH = 4
+_DEFAULT = object()
+_DIRECTIONS = BEV_EVENT_READING | BEV_EVENT_WRITING
+
+
+def _check_connection(ssl):
+    if not isinstance(ssl, SSL.Connection):
+        raise TypeError(f"ssl must be an OpenSSL.SSL.Connection, not {type(ssl).__name__}")
+    # pyOpenSSL keeps the socket of Connection(ctx, sock) here; such a
+    # Connection has socket BIOs, and this module needs memory BIOs.
+    if getattr(ssl, "_socket", None) is not None:
+        raise ValueError("ssl must be created as Connection(ctx, None) (memory BIOs); "
+                         "pass the socket as sock instead")
+    return ssl
+
+
+def _check_state(state):
+    if isinstance(state, bool) or not isinstance(state, int):
+        raise TypeError(f"state must be a BUFFEREVENT_SSL_* value, not {type(state).__name__}")
+    try:
+        return SSLState(state)
+    except ValueError:
+        raise ValueError(f"state must be BUFFEREVENT_SSL_OPEN, _CONNECTING or "
+                         f"_ACCEPTING, not {state!r}") from None
+
+
+class _TLSCore:
+    """What both TLS kinds share: the handshake, the record loop, closing.
+
+    A kind supplies the transport: ``_tx_write(ciphertext)`` hands bytes on,
+    ``_finish_close()`` tears the transport down after a clean close, and its
+    ``_update_io`` starts/stops reading the transport (while
+    :meth:`_wants_input`) and writing (while ciphertext is queued or
+    :meth:`_can_encrypt`).  It feeds what it reads to :meth:`_feed`,
+    transport EOF to :meth:`_transport_eof`, errors to :meth:`_transport_failed`.
+    """
+
+    def _tls_init(self, ssl, state, server_hostname):
+        self._ssl = _check_connection(ssl)
+        self._state = _check_state(state)
+        if server_hostname is not None and not isinstance(server_hostname, str):
+            raise TypeError("server_hostname must be a str or None")
+        self._hostname = server_hostname
+        if state == BUFFEREVENT_SSL_CONNECTING:
+            ssl.set_connect_state()
+            if server_hostname and not _is_numeric_host(server_hostname):
+                ssl.set_tlsext_host_name(server_hostname.encode("idna"))
+        elif state == BUFFEREVENT_SSL_ACCEPTING:
+            ssl.set_accept_state()
+        self._hs = state != BUFFEREVENT_SSL_OPEN   # handshake not finished
+        self._hs_started = False
+        self._hs_timed_out = False
+        self._hs_waiters = []
+        self._reneg = False         # our renegotiate() awaits completion
+        self._wchunk = None         # plaintext SSL_write must be retried with
+        self._wblocked = False      # ... once input arrives (WANT_READ)
+        self._ssl_errors = []
+        self._allow_dirty = False
+        self._tls_ended = False     # no more TLS input (close_notify/EOF/error)
+        self._dead = False          # transport or TLS failed: no more I/O
+        self._cn_sent = self._cn_got = False
+        self._close_started = False
+        self._shutdown_timeout = DEFAULT_SHUTDOWN_TIMEOUT
+        self._close_timer = None
+        self._close_mark = 0
+        self._wire_out = 0
+
+    # ------------------------------------------------------------------
+    # Public API
+    # ------------------------------------------------------------------
+
+    def get_ssl(self):
+        """The ``OpenSSL.SSL.Connection`` (``bufferevent_openssl_get_ssl``);
+        None after :meth:`free` with ``BEV_OPT_CLOSE_ON_FREE``."""
+        return self._ssl
+
+    def get_openssl_error(self):
+        """Pop the first (oldest) pending OpenSSL error of this bufferevent
+        (``bufferevent_get_openssl_error``); 0 when none.
+
+        At most 3 are kept.  The value is the number ``ERR_get_error()``
+        returned, as an :class:`~gbufferevent.ssl_errors.OpenSSLErrorCode`
+        whose ``reason``/``str()`` give its text.
+        """
+        return self._ssl_errors.pop(0) if self._ssl_errors else 0
+
+    def _put_errors(self, codes):
+        for code in codes:
+            if len(self._ssl_errors) >= _MAX_ERRORS:
+                break
+            self._ssl_errors.append(code)
+
+    def get_allow_dirty_shutdown(self):
+        """1 if a transport close without ``close_notify`` is reported as EOF,
+        else 0 (``bufferevent_openssl_get_allow_dirty_shutdown``)."""
+        return int(self._allow_dirty)
+
+    def set_allow_dirty_shutdown(self, allow_dirty_shutdown):
+        """Report a transport close without ``close_notify`` as ``EOF``
+        instead of ``ERROR`` (``bufferevent_openssl_set_allow_dirty_shutdown``).
+        Default off."""
+        self._allow_dirty = bool(allow_dirty_shutdown)
+
+    def get_shutdown_timeout(self):
+        """Seconds :meth:`close` waits for the peer's ``close_notify``."""
+        return self._shutdown_timeout
+
+    def set_shutdown_timeout(self, seconds):
+        """Set how long :meth:`close` waits for the peer's ``close_notify``
+        (and at most for undelivered output making no progress), in seconds.
+
+        :raises ValueError: negative.  :raises TypeError: not a number.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self._shutdown_timeout = float(seconds)
+
+    @property
+    def handshake_done(self):
+        """True once the (first) handshake has finished."""
+        return not self._hs
+
+    def renegotiate(self):
+        """Start a new handshake on an open TLS 1.2 connection
+        (``bufferevent_ssl_renegotiate``).
+
+        Data keeps flowing meanwhile; when the new handshake is done this
+        side gets a second ``BEV_EVENT_CONNECTED``.  A server refuses
+        client-initiated renegotiation by default (OpenSSL 3), which the
+        client sees as an ERROR.
+
+        :returns: 0 once started; -1 if it cannot be: TLS 1.3 has no
+            renegotiation, or one is already pending.  The reason is then
+            available from :meth:`get_openssl_error`.
+        :raises RuntimeError: the first handshake is not finished.
+        """
+        self._check_alive()
+        ssl = self._ssl
+        if self._hs:
+            raise RuntimeError("renegotiate() before the handshake finished")
+        if self._dead or self._tls_ended or self._cn_sent:
+            return -1
+        version = ssl.get_protocol_version_name()
+        if version not in ("TLSv1.2", "TLSv1.1", "TLSv1"):
+            self._put_errors([wrong_version_error(
+                f"renegotiation does not exist in {version}; it needs TLS 1.2 or older")])
+            return -1
+        try:
+            if not ssl.renegotiate():
+                return -1
+            ssl.do_handshake()
+        except SSL.WantReadError:
+            pass
+        except SSL.Error as exc:
+            self._put_errors(error_codes(exc))
+            return -1
+        self._reneg = True
+        self._flush_tls()
+        self._update_io()
+        return 0
+
+    def wait_handshake(self, timeout=_DEFAULT):
+        """Block the current greenlet until the handshake is done.
+
+        :param timeout: seconds; default :meth:`gettimeout` if set, else
+            :data:`HANDSHAKE_TIMEOUT`; None waits as long as it takes.
+        :returns: True once connected; False if the handshake failed, timed
+            out, the peer went away or the bufferevent was freed.  After a
+            timeout here :attr:`last_error` is a ``TimeoutError``.
+        :raises RuntimeError: called from the hub (a callback).
+        """
+        if timeout is _DEFAULT:
+            timeout = self._sock_timeout if self._sock_timeout is not None \
+                else HANDSHAKE_TIMEOUT
+        deadline = None if timeout is None else self.loop.now() + timeout
+        while True:
+            if not self._hs:
+                return True
+            if self._freed or self._error is not None or self._dead \
+                    or self._hs_timed_out or self._tls_ended:
+                return False
+            try:
+                self._wait(self._hs_waiters, deadline=deadline)
+            except TimeoutError:
+                self._error = TimeoutError(
+                    f"TLS handshake not finished within {timeout:g} seconds")
+                self._enabled = 0
+                self._update_io()
+                return False
+            except OSError:
+                return False
+
+    # ------------------------------------------------------------------
+    # Gates used by the kinds' _update_io
+    # ------------------------------------------------------------------
+
+    def _wants_input(self):
+        """Should the transport be read now?"""
+        if self._freed or self._tls_ended or self._dead:
+            return False
+        if self._close_started or self._wblocked or self._reneg:
+            return True
+        if self._hs:
+            return self._hs_started and bool(self._enabled)
+        return self._can_read()
+
+    def _can_encrypt(self):
+        """Is there plaintext that may be handed to SSL_write now?"""
+        return not (self._hs or self._dead or self._cn_sent or self._wblocked) \
+            and (self._wchunk is not None or self.output._len > 0) and self._can_write()
+
+    def _batch(self):
+        """Read/write steps merged into one transport operation: several when
+        no rate limit applies (each step stays within max single read/write),
+        else one."""
+        return _BATCH if self._rl is None and self._group is None else 1
+
+    def _wire_read_budget(self):
+        """Ciphertext bytes one transport read may take."""
+        if self._hs or self._close_started or self._wblocked or self._reneg:
+            # protocol traffic: only the rate limits apply, not the watermark
+            if self._rl is None and self._group is None:
+                return self._max_read
+            return max(self._rl_max(True), 0)
+        return self._read_allowance()
+
+    # ------------------------------------------------------------------
+    # The record loop
+    # ------------------------------------------------------------------
+
+    def _kick_handshake(self):
+        """The transport is usable: send the first flight (a ClientHello)."""
+        if self._hs and not self._hs_started:
+            self._hs_started = True
+            self._handshake_step()
+
+    def _handshake_step(self):
+        """Run SSL_do_handshake once; True when the handshake is done."""
+        try:
+            self._ssl.do_handshake()
+        except SSL.WantReadError:
+            self._flush_tls()
+            return False
+        except Exception as exc:  # noqa: BLE001 - SSL.Error or a verify callback's
+            self._flush_tls()       # the alert, if any
+            self._tls_end(exc, BEV_EVENT_READING)
+            return False
+        self._flush_tls()
+        host = self._hostname
+        if host and self._ssl.get_verify_mode() & SSL.VERIFY_PEER:
+            cert = self._ssl.get_peer_certificate()
+            if cert is None or not check_hostname(cert, host):
+                self._put_errors([pack_error("SSL routines", "certificate verify failed")])
+                err = SSLCertVerificationError(
+                    1, f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate is not valid for {host!r}")
+                err.reason = "CERTIFICATE_VERIFY_FAILED"
+                self._fail(err, Closure.ERROR, BEV_EVENT_READING)
+                return False
+        self._hs = False
+        self._trigger_event(BEV_EVENT_CONNECTED)
+        self._update_io()
+        return True
+
+    def _feed(self, data):
+        """Ciphertext *data* arrived from the transport."""
+        self._ssl.bio_write(data)
+        self._process_in()
+
+    def _process_in(self):
+        """Advance the handshake, then decrypt every complete record."""
+        if self._hs and not self._handshake_step() or self._freed:
+            return
+        ssl = self._ssl
+        inp = self.input
+        discard = self._closing
+        got = 0
+        end = None
+        while True:
+            try:
+                data = ssl.recv(_RECORD)
+            except (SSL.WantReadError, SSL.WantWriteError):
+                break
+            except Exception as exc:  # noqa: BLE001 - closure or failure
+                end = exc
+                break
+            if not discard:
+                inp.add(data)
+                got += len(data)
+        self._flush_tls()            # renegotiation / key update answers
+        if self._reneg and not ssl.renegotiate_pending():
+            self._reneg = False
+            self._trigger_event(BEV_EVENT_CONNECTED)
+        if got and not self._freed:
+            self._trigger_read()
+        if self._freed:
+            return
+        if end is not None:
+            self._tls_end(end, BEV_EVENT_READING)
+        elif self._wblocked:
+            self._wblocked = False   # retry the blocked write
+            self._update_io()
+
+    def _encrypt(self, budget):
+        """Hand up to *budget* bytes of ``output`` to SSL_write; return how
+        many it took (0: nothing can be written now)."""
+        chunk = self._wchunk
+        if chunk is None:
+            chunk = self.output.peek(budget)
+            if not chunk:
+                return 0
+        try:
+            n = self._ssl.send(chunk)
+        except (SSL.WantReadError, SSL.WantWriteError):
+            self._wchunk = chunk     # the same chunk again, later
+            self._wblocked = True
+            self._flush_tls()
+            self._update_io()
+            return 0
+        except Exception as exc:  # noqa: BLE001
+            self._flush_tls()
+            self._tls_end(exc, BEV_EVENT_WRITING)
+            return 0
+        self._wchunk = None
+        self.output.drain(n)
+        self._flush_tls()
+        return n
+
+    def _wrote(self):
+        """Plaintext left ``output``: answer a received close_notify once all
+        is encrypted, then the usual write trigger (writecb, close, ...)."""
+        if self._cn_got and not self._cn_sent and not self.output._len \
+                and self._wchunk is None:
+            self._send_close_notify()
+        self._trigger_write()
+
+    def _flush_tls(self):
+        """Move the ciphertext OpenSSL produced to the transport."""
+        ssl = self._ssl
+        while True:
+            try:
+                data = ssl.bio_read(_BIO_CHUNK)
+            except SSL.Error:
+                return
+            self._wire_out += len(data)
+            self._tx_write(data)
+            if len(data) < _BIO_CHUNK:
+                return
+
+    def _send_close_notify(self):
+        if self._cn_sent or self._dead:
+            return
+        self._cn_sent = True
+        self._shut_wr = self._shut_wr_done = True
+        try:
+            self._ssl.shutdown()
+        except Exception:  # noqa: BLE001 - e.g. during the handshake: none to send
+            pass
+        self._flush_tls()
+
+    # ------------------------------------------------------------------
+    # Endings
+    # ------------------------------------------------------------------
+
+    def _tls_end(self, exc, direction):
+        """SSL_read/SSL_write/SSL_do_handshake stopped for good with *exc*."""
+        received = bool(self._ssl.get_shutdown() & SSL.RECEIVED_SHUTDOWN)
+        closure = classify(exc, received)
+        if closure is not Closure.CLEAN:
+            self._fail(exc, closure, direction)
+            return
+        self._cn_got = True
+        self._tls_ended = True
+        if self._close_started:
+            self._finish_close()
+            return
+        if not self.output._len and self._wchunk is None:
+            self._send_close_notify()
+        self._update_io()
+        self._trigger_event(BEV_EVENT_EOF | BEV_EVENT_READING)
+
+    def _fail(self, exc, closure, direction):
+        """A dirty shutdown or an error: stop all I/O and report it."""
+        self._put_errors(error_codes(exc))
+        self._tls_ended = self._dead = True
+        if self._close_started or self._closing:
+            self._finish_close()
+            return
+        self._update_io()
+        if closure is Closure.DIRTY and self._allow_dirty:
+            self._trigger_event(BEV_EVENT_EOF | direction)
+            return
+        if isinstance(exc, OSError) and not isinstance(exc, SSL.Error):
+            err = exc                       # a socket error, as a socket raises it
+        else:
+            err = ssl_exception(exc, closure)
+        self._trigger_event(BEV_EVENT_ERROR | direction, err)
+
+    def _transport_eof(self):
+        """The transport reported EOF."""
+        if self._tls_ended:
+            if self._close_started:
+                self._finish_close()
+            return
+        self._ssl.bio_shutdown()
+        self._process_in()
+
+    def _transport_failed(self, exc, direction):
+        """The transport failed with *exc* (an OSError)."""
+        if self._close_started or self._closing:
+            self._dead = True
+            self._finish_close()
+            return
+        if self._tls_ended and not self._dead:
+            self._dead = True            # our close_notify answer could not go out
+            self._update_io()
+            return
+        self._fail(exc, classify(exc), direction)
+
+    # ------------------------------------------------------------------
+    # Base-class hooks
+    # ------------------------------------------------------------------
+
+    def _trigger_event(self, what, exc=None):
+        if self._hs_waiters:
+            self._wake_all(self._hs_waiters)
+        super()._trigger_event(what, exc)
+
+    def _read_ready(self):
+        return super()._read_ready() or self._tls_ended
+
+    def _check_sendable(self):
+        super()._check_sendable()
+        if self._dead or self._cn_sent:
+            raise BrokenPipeError(32, "TLS connection is closed for writing")
+
+    def _write_wait_check(self):
+        super()._write_wait_check()
+        if self._dead or self._cn_sent:
+            raise BrokenPipeError(32, "TLS connection is closed for writing")
+
+    def _read_timeout_wanted(self):
+        if self._hs:
+            return self._hs_started and bool(self._enabled) and not self._dead
+        return super()._read_timeout_wanted()
+
+    def _write_timeout_wanted(self):
+        if self._hs:
+            return self._hs_started and bool(self._enabled) and not self._dead
+        return super()._write_timeout_wanted()
+
+    def _on_rtimeout(self):
+        if not self._hs:
+            return super()._on_rtimeout()
+        self._handshake_timeout(self._rlast + self._rtimeout, "_rtimer", self._on_rtimeout)
+
+    def _on_wtimeout(self):
+        if not self._hs:
+            return super()._on_wtimeout()
+        self._handshake_timeout(self._wlast + self._wtimeout, "_wtimer", self._on_wtimeout)
+
+    def _handshake_timeout(self, due, attr, cb):
+        left = due - self.loop.now()
+        if left > 0.0005:
+            self._arm(attr, left, cb)
+            return
+        # libevent's handshake timeout: TIMEOUT without READING/WRITING.
+        self._hs_timed_out = True
+        self._enabled &= ~(EV_READ | EV_WRITE)
+        self._update_io()
+        tmo = TimeoutError("TLS handshake timeout")
+        self._wake_all(self._readers, tmo)
+        self._wake_all(self._writers, tmo)
+        self._trigger_event(BEV_EVENT_TIMEOUT)
+
+    def _be_flush(self, iotype, mode):
+        # libevent's SSL flush does nothing; BEV_FINISHED on the write side
+        # sends close_notify once the output is encrypted (like a FIN).
+        if mode == BEV_FINISHED and iotype & EV_WRITE and not self._shut_wr:
+            self.shutdown(_socket.SHUT_WR)
+        return 0
+
+    def _be_shutdown_write(self):
+        self._send_close_notify()
+
+    def close(self):
+        """Close the TLS connection cleanly, without blocking.
+
+        Pending output is encrypted and sent, then ``close_notify``; the
+        peer's ``close_notify`` is awaited at most :meth:`get_shutdown_timeout`
+        seconds (data arriving meanwhile is discarded); then the transport is
+        closed (``BEV_OPT_CLOSE_ON_FREE``) and the bufferevent freed.  Output
+        that makes no progress for that long is dropped.  Idempotent.
+        """
+        if self._freed or self._closing:
+            return
+        super().close()
+        if not self._freed and self._close_timer is None:
+            self._arm_close_timer()
+
+    def _arm_close_timer(self):
+        if self._close_timer is not None:
+            self._close_timer.close()
+        self._close_mark = self._wire_out
+        self._close_timer = self.loop.timer(self._shutdown_timeout)
+        self._close_timer.start(self._close_expired)
+
+    def _close_expired(self):
+        if self._freed:
+            return
+        if not self._cn_sent and self._wire_out != self._close_mark:
+            self._arm_close_timer()      # output still moving: give it time
+            return
+        self.free()
+
+    def _be_close_ready(self):
+        """close(): the output is encrypted; now the TLS close itself."""
+        if self._close_started or self._freed:
+            return
+        self._close_started = True
+        if self._hs or self._dead:
+            self._finish_close()
+            return
+        self._send_close_notify()
+        if self._cn_got or self._dead:
+            self._finish_close()
+            return
+        self._arm_close_timer()
+        self._update_io()            # keep reading for the peer's close_notify
+
+    def _tls_free(self):
+        for t in (self._close_timer,):
+            if t is not None:
+                t.close()
+        self._close_timer = None
+        if self._hs_waiters:
+            self._wake_all(self._hs_waiters)
+        if self.options & BEV_OPT_CLOSE_ON_FREE:
+            self._ssl = None
+
+
+class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
+    """A TLS bufferevent on a socket (``bufferevent_openssl_socket_new``).
+
+    Made by :func:`openssl_socket_new`; see the module docstring.  It keeps
+    the socket kind's ``connect``, ``connect_hostname``, ``setfd``, ``getfd``.
+    """
+
+    def __init__(self, ssl, state, sock=None, options=0, hub=None, *,
+                 server_hostname=None):
+        self._tls_init(ssl, state, server_hostname)
+        self._wq = deque()             # ciphertext chunks on their way to the socket
+        self._free_when_flushed = False
+        self._in_writable = False
+        super().__init__(sock, options, hub)
+
+    def connect_hostname(self, host, port, family=0):
+        """Resolve *host*, connect, then run the TLS handshake
+        (``bufferevent_socket_connect_hostname``).
+
+        Unless a ``server_hostname`` was given, *host* is also sent as SNI and,
+        if the context verifies peers, checked against the certificate.
+        """
+        if self._hostname is None and isinstance(host, str):
+            self._hostname = host
+            if self._hs and self._state == BUFFEREVENT_SSL_CONNECTING \
+                    and not _is_numeric_host(host):
+                self._ssl.set_tlsext_host_name(host.encode("idna"))
+        return super().connect_hostname(host, port, family)
+
+    # -- transport ------------------------------------------------------
+
+    def _update_io(self):
+        if self._rtimeout or self._wtimeout:
+            self._adj_timeouts()
+        rw = self._rw
+        if rw is None:
+            return
+        ww = self._ww
+        if self._connecting or self._susp_r & SUSPEND_LOOKUP:
+            if rw.active:
+                rw.stop()
+            if self._connecting and not ww.active:
+                ww.start(self._on_writable)
+            return
+        if self._hs and not self._hs_started and self._peer_connected():
+            self._kick_handshake()
+            if self._rw is None:
+                return
+        if self._wants_input():
+            if not rw.active:
+                rw.start(self._on_readable)
+        elif rw.active:
+            rw.stop()
+        if not self._dead and (self._wq or self._can_encrypt()):
+            if not ww.active:
+                ww.start(self._on_writable)
+        elif ww.active:
+            ww.stop()
+
+    def _peer_connected(self):
+        try:
+            self._raw.getpeername()
+        except OSError:
+            return False             # connect() will come: start then
+        return True
+
+    def _on_connected(self):
+        self._update_io()            # the handshake starts; CONNECTED comes after it
+
+    def _tx_write(self, data):
+        self._wq.append(data)
+        if self._in_writable or self._connecting or self._raw is None:
+            return
+        # Outside the write callback (handshake flights, answers, alerts):
+        # send at once, as OpenSSL's socket BIO would; the rest waits.
+        while self._send_step():
+            pass
+        ww = self._ww
+        if self._wq and ww is not None and not ww.active:
+            ww.start(self._on_writable)
+
+    def _send_step(self, batch=1):
+        """One socket send of queued ciphertext: the first *batch* chunks
+        (each one write step: a TLS record or a handshake flight) with one
+        ``sendmsg``, if the rate limits allow any bytes now.
+
+        Returns the bytes sent if all of them went, else 0 (socket full,
+        nothing queued, rate limited, or the transport failed)."""
+        wq = self._wq
+        if not wq or self._dead or self._write_allowance() <= 0:
+            return 0
+        try:
+            if batch > 1 and len(wq) > 1:
+                chunks = list(islice(wq, batch))
+                want = sum(map(len, chunks))
+                sent = self._raw.sendmsg(chunks)
+            else:
+                want = len(wq[0])
+                sent = self._raw.send(wq[0])
+        except _WOULDBLOCK:
+            return 0
+        except OSError as exc:
+            wq.clear()
+            self._transport_failed(exc, BEV_EVENT_WRITING)
+            return 0
+        self._charge_write(sent)
+        self._note_write()
+        left = sent
+        while left:
+            first = len(wq[0])
+            if left < first:
+                wq[0] = memoryview(wq[0])[left:]
+                break
+            wq.popleft()
+            left -= first
+        if self._free_when_flushed and not wq:
+            self.free()
+            return 0
+        return sent if sent == want else 0
+
+    def _on_readable(self):
+        # Up to _STEPS socket reads, each of at most one read allowance (max
+        # single read, rate limits, read high watermark) or, with no rate
+        # limit, _BATCH of them; then one decryption pass.
+        raw = self._raw
+        room = _CALLBACK_BYTES
+        hi = self._rd_hi
+        if hi and not (self._hs or self._close_started or self._wblocked or self._reneg):
+            room = min(room, hi - len(self.input))
+        batch = self._batch()
+        got = 0
+        eof = False
+        for _ in range(_STEPS):
+            n = self._wire_read_budget()
+            if n >= self._max_read:
+                n *= batch
+            n = min(n, room - got)
+            if n <= 0:
+                break
+            try:
+                data = raw.recv(n)
+            except _WOULDBLOCK:
+                break
+            except OSError as exc:
+                self._transport_failed(exc, BEV_EVENT_READING)
+                return
+            if not data:
+                eof = True
+                break
+            got += len(data)
+            self._charge_read(len(data))
+            self._ssl.bio_write(data)
+            if len(data) < n:
+                break                # the socket is (most likely) drained
+        if got:
+            self._note_read()
+            self._process_in()
+        elif not eof:
+            if self._rw is not None and self._wire_read_budget() <= 0:
+                self._rw.stop()      # resumed by _update_io when allowed again
+            return
+        if eof and not self._freed:
+            self._transport_eof()
+
+    def _on_writable(self):
+        # Up to _STEPS socket sends; before each, encrypt output one write
+        # allowance (max single write, rate limits) per TLS record until
+        # _batch() records are queued.
+        if self._connecting:
+            self._finish_connect()
+            return
+        wq = self._wq
+        batch = self._batch()
+        moved = sent = 0
+        self._in_writable = True
+        try:
+            for _ in range(_STEPS):
+                while len(wq) < batch and self._can_encrypt():
+                    n = self._write_allowance()
+                    if n <= 0:
+                        break
+                    c = self._encrypt(n)
+                    if c <= 0:
+                        break
+                    moved += c
+                step = self._send_step(batch)
+                sent += step
+                if not step or sent >= _CALLBACK_BYTES:
+                    break
+        finally:
+            self._in_writable = False
+        if moved and not self._freed:
+            self._wrote()
+        if not self._freed:
+            self._update_io()
+
+    def _write_timeout_wanted(self):
+        if self._hs:
+            return super()._write_timeout_wanted()
+        return self._can_write() and (self._connecting or self.output._len > 0
+                                      or bool(self._wq))
+
+    def _finish_close(self):
+        if self._freed:
+            return
+        if self._wq and not self._dead and self._raw is not None:
+            self._free_when_flushed = True   # close_notify still on its way
+            self._tls_ended = True
+            self._update_io()
+            return
+        self.free()
+
+    def _be_free(self):
+        self._tls_free()
+        super()._be_free()
+
+
+class SSLFilterBufferevent(_TLSCore, Bufferevent):
+    """TLS over another bufferevent (``bufferevent_openssl_filter_new``).
+
+    Made by :func:`openssl_filter_new`; see the module docstring.
+    ``getfd``/``setfd`` go to the underlying bufferevent.
+    """
+
+    def __init__(self, underlying, ssl, state, options=0, *, server_hostname=None):
+        if not isinstance(underlying, Bufferevent):
+            raise TypeError(f"underlying must be a Bufferevent, not "
+                            f"{type(underlying).__name__}")
+        if underlying.closed:
+            raise ValueError("underlying bufferevent is freed or closed")
+        self._tls_init(ssl, state, server_hostname)
+        self._under = None
+        self._pull_pending = self._push_pending = False
+        super().__init__(options, underlying.hub)
+        self._under = underlying
+        underlying.setcb(self._u_read, self._u_write, self._u_event)
+        underlying.setwatermark(EV_READ, 0, 0)
+        underlying.enable(EV_READ | EV_WRITE)
+        self._kick_handshake()
+        self._update_io()
+
+    def get_underlying(self):
+        """The wrapped bufferevent (``bufferevent_get_underlying``)."""
+        return self._under
+
+    def getfd(self):
+        """The underlying bufferevent's fd, or -1."""
+        return self._under.getfd() if self._under is not None else -1
+
+    def setfd(self, fd):
+        """Forwarded to the underlying bufferevent."""
+        return self._under.setfd(fd) if self._under is not None else -1
+
+    # -- transport ------------------------------------------------------
+
+    def _update_io(self):
+        if self._rtimeout or self._wtimeout:
+            self._adj_timeouts()
+        u = self._under
+        if u is None or self._freed:
+            return
+        if self._wants_input():
+            u._unsuspend_read(SUSPEND_FILTER)
+            if u.input._len and not self._pull_pending:
+                self._pull_pending = True
+                self.loop.run_callback(self._pull)
+        else:
+            u._suspend_read(SUSPEND_FILTER)
+        if self._can_encrypt() and not self._push_pending:
+            self._push_pending = True
+            self.loop.run_callback(self._push)
+
+    def _tx_write(self, data):
+        u = self._under
+        if u is None or u._freed:
+            return
+        u.output.add(data)
+        self._charge_write(len(data))
+        self._note_write()
+
+    def _u_read(self, u, _arg):
+        self._pull()
+
+    def _u_write(self, u, _arg):
+        self._push()
+
+    def _u_event(self, u, what, _arg):
+        if what & BEV_EVENT_CONNECTED:
+            return                   # the TLS handshake's CONNECTED counts
+        if what & BEV_EVENT_EOF:
+            self._pull(everything=True)
+            if not self._freed:
+                self._transport_eof()
+        elif what & BEV_EVENT_ERROR:
+            self._pull(everything=True)
+            if not self._freed:
+                self._transport_failed(u.last_error or ConnectionResetError(
+                    "underlying bufferevent failed"), what & _DIRECTIONS)
+        else:
+            self._trigger_event(what)
+
+    def _pull(self, everything=False):
+        """Move ciphertext from the underlying's input into OpenSSL."""
+        self._pull_pending = False
+        u = self._under
+        if u is None or self._freed:
+            return
+        inp = u.input
+        while inp._len and (everything or self._wants_input()):
+            if everything:
+                n = inp._len
+            else:
+                n = self._wire_read_budget()
+                if n >= self._max_read:
+                    n *= self._batch()
+            if n <= 0:
+                break
+            data = inp.remove(n)
+            self._charge_read(len(data))
+            self._note_read()
+            self._feed(data)
+            if self._freed or self._dead:
+                return
+
+    def _push(self):
+        """Encrypt output into the underlying's output, a window at a time."""
+        self._push_pending = False
+        u = self._under
+        if u is None or self._freed:
+            return
+        window = u._wr_hi or FILTER_WINDOW
+        moved = 0
+        while moved < window and len(u.output) < window and self._can_encrypt():
+            n = self._write_allowance()
+            if n <= 0:
+                break
+            c = self._encrypt(n)
+            if c <= 0:
+                break
+            moved += c
+        if moved:
+            self._wrote()
+        if not self._freed and self._under is not None and len(u.output) < window:
+            self._update_io()        # more to encrypt: go on in a later pass
+
+    def _finish_close(self):
+        if self._freed:
+            return
+        u = self._under
+        self._under = None
+        if u is not None and not u._freed:
+            u.setcb(None, None, None)
+            u._unsuspend_read(SUSPEND_FILTER)
+            if self.options & BEV_OPT_CLOSE_ON_FREE:
+                u.close()            # delivers our close_notify, then frees it
+        self.free()
+
+    def _be_free(self):
+        self._tls_free()
+        u = self._under
+        self._under = None
+        if u is None or u._freed:
+            return
+        if self.options & BEV_OPT_CLOSE_ON_FREE:
+            u.free()
+        elif u.getcb()[0] == self._u_read:
+            u.setcb(None, None, None)
+            u._unsuspend_read(SUSPEND_FILTER)
+
+
+def openssl_socket_new(ssl, state, sock=None, options=0, hub=None, *,
+                       server_hostname=None):
+    """A TLS bufferevent on a socket (``bufferevent_openssl_socket_new``).
+
+    :param ssl: an ``OpenSSL.SSL.Connection`` made as ``Connection(ctx, None)``.
+    :param state: ``BUFFEREVENT_SSL_CONNECTING`` (client handshake),
+        ``BUFFEREVENT_SSL_ACCEPTING`` (server handshake) or
+        ``BUFFEREVENT_SSL_OPEN`` (handshake already done: no CONNECTED event).
+    :param sock: a gevent/stdlib socket or an fd; None or -1 to give it later
+        with ``setfd()`` or ``connect()``/``connect_hostname()`` -- the
+        handshake starts once the connection is up.
+    :param options: ``BEV_OPT_*``; ``BEV_OPT_CLOSE_ON_FREE`` makes
+        ``free()`` close the socket and drop the Connection.
+    :param hub: the gevent hub (default: current).
+    :param server_hostname: client side: the name to send as SNI and, if the
+        context verifies peers, to check the certificate against.
+    :returns: an :class:`SSLSocketBufferevent`.
+    :raises TypeError: *ssl* is not a Connection, bad *sock*.
+    :raises ValueError: unknown *state*; *ssl* has a socket BIO.
+    """
+    return SSLSocketBufferevent(ssl, state, sock, options, hub,
+                                server_hostname=server_hostname)
+
+
+def openssl_filter_new(underlying, ssl, state, options=0, *, server_hostname=None):
+    """TLS over *underlying*, any bufferevent (``bufferevent_openssl_filter_new``).
+
+    The TLS bufferevent takes over the underlying's callbacks and enables it
+    for ``EV_READ|EV_WRITE``; its own ``input``/``output`` hold plaintext.
+    With ``BEV_OPT_CLOSE_ON_FREE`` freeing it frees the underlying.
+
+    :param underlying: a :class:`~gbufferevent.Bufferevent`.
+    :param ssl, state, options, server_hostname: as for :func:`openssl_socket_new`.
+    :returns: an :class:`SSLFilterBufferevent`.
+    :raises TypeError: *underlying* is not a bufferevent, or bad *ssl*.
+    :raises ValueError: *underlying* is already freed; unknown *state*.
+    """
+    return SSLFilterBufferevent(underlying, ssl, state, options,
+                                server_hostname=server_hostname)
+
+
+def server_bufferevent(ctx, sock, options=BEV_OPT_CLOSE_ON_FREE):
+    """A server-side TLS bufferevent for an accepted socket (used by
+    :class:`~gbufferevent.server.BuffereventServer`).
+
+    :param ctx: an ``OpenSSL.SSL.Context`` (see :func:`server_context`).
+    :param sock: the accepted socket.
+    :returns: an :class:`SSLSocketBufferevent` in state ACCEPTING; call
+        :meth:`~_TLSCore.wait_handshake` from a greenlet to finish it.
+    """
+    if not isinstance(ctx, SSL.Context):
+        raise TypeError(f"ctx must be an OpenSSL.SSL.Context, not {type(ctx).__name__}")
+    return SSLSocketBufferevent(SSL.Connection(ctx, None), BUFFEREVENT_SSL_ACCEPTING,
+                                sock, options)
