@@ -165,6 +165,7 @@ class _TLSCore:
         self._close_timer = None
         self._close_mark = 0
         self._wire_out = 0
+        self._failing = False
 
     # ------------------------------------------------------------------
     # Public API
@@ -312,20 +313,31 @@ class _TLSCore:
         return not (self._hs or self._dead or self._cn_sent or self._wblocked) \
             and (self._wchunk is not None or self.output._len > 0) and self._can_write()
 
-    def _batch(self):
-        """Read/write steps merged into one transport operation: several when
-        no rate limit applies (each step stays within max single read/write),
+    def _batch(self, cap):
+        """How many read/write steps of *cap* bytes one transport operation
+        may merge: several when no rate limit applies and the cap is at least
+        a full TLS record (each step stays within max single read/write),
         else one."""
-        return _BATCH if self._rl is None and self._group is None else 1
+        if cap >= _RECORD and self._rl is None and self._group is None:
+            return _BATCH
+        return 1
 
     def _wire_read_budget(self):
-        """Ciphertext bytes one transport read may take."""
-        if self._hs or self._close_started or self._wblocked or self._reneg:
-            # protocol traffic: only the rate limits apply, not the watermark
-            if self._rl is None and self._group is None:
-                return self._max_read
-            return max(self._rl_max(True), 0)
-        return self._read_allowance()
+        """Ciphertext bytes one transport read step may take: max single read
+        and the rate limits.  The read high watermark only switches reading
+        off (:meth:`_wants_input`): TLS hands out whole records, and all that
+        was read is decrypted, so ``input`` may pass it by up to one step
+        (libevent documents the same overshoot)."""
+        if self._rl is None and self._group is None:
+            return self._max_read
+        return max(self._rl_max(True), 0)
+
+    def _read_step(self):
+        """Bytes one transport read may take now: a read step, or several
+        merged (:meth:`_batch`) unless a read high watermark asks for small
+        overshoots."""
+        n = self._wire_read_budget()
+        return n * self._batch(n) if not self._rd_hi else n
 
     # ------------------------------------------------------------------
     # The record loop
@@ -345,7 +357,7 @@ class _TLSCore:
             self._flush_tls()
             return False
         except Exception as exc:  # noqa: BLE001 - SSL.Error or a verify callback's
-            self._flush_tls()       # the alert, if any
+            self._flush_alert()
             self._tls_end(exc, BEV_EVENT_READING)
             return False
         self._flush_tls()
@@ -389,7 +401,10 @@ class _TLSCore:
             if not discard:
                 inp.add(data)
                 got += len(data)
-        self._flush_tls()            # renegotiation / key update answers
+        if end is None:
+            self._flush_tls()        # renegotiation / key update answers
+        else:
+            self._flush_alert()
         if self._reneg and not ssl.renegotiate_pending():
             self._reneg = False
             self._trigger_event(BEV_EVENT_CONNECTED)
@@ -420,7 +435,7 @@ class _TLSCore:
             self._update_io()
             return 0
         except Exception as exc:  # noqa: BLE001
-            self._flush_tls()
+            self._flush_alert()
             self._tls_end(exc, BEV_EVENT_WRITING)
             return 0
         self._wchunk = None
@@ -448,6 +463,14 @@ class _TLSCore:
             self._tx_write(data)
             if len(data) < _BIO_CHUNK:
                 return
+
+    def _flush_alert(self):
+        """Send the alert of a failure, if the transport still takes it."""
+        self._failing = True
+        try:
+            self._flush_tls()
+        finally:
+            self._failing = False
 
     def _send_close_notify(self):
         if self._cn_sent or self._dead:
@@ -509,11 +532,13 @@ class _TLSCore:
 
     def _transport_failed(self, exc, direction):
         """The transport failed with *exc* (an OSError)."""
+        if self._dead or self._failing:
+            return                       # already reported (or an alert that failed)
         if self._close_started or self._closing:
             self._dead = True
             self._finish_close()
             return
-        if self._tls_ended and not self._dead:
+        if self._tls_ended:
             self._dead = True            # our close_notify answer could not go out
             self._update_io()
             return
@@ -562,6 +587,8 @@ class _TLSCore:
         self._handshake_timeout(self._wlast + self._wtimeout, "_wtimer", self._on_wtimeout)
 
     def _handshake_timeout(self, due, attr, cb):
+        if self._hs_timed_out and not self._enabled:
+            return                   # the other timer of the same stall
         left = due - self.loop.now()
         if left > 0.0005:
             self._arm(attr, left, cb)
@@ -762,22 +789,13 @@ class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
         return sent if sent == want else 0
 
     def _on_readable(self):
-        # Up to _STEPS socket reads, each of at most one read allowance (max
-        # single read, rate limits, read high watermark) or, with no rate
-        # limit, _BATCH of them; then one decryption pass.
+        # Up to _STEPS socket reads of _read_step() bytes (one step with a
+        # read high watermark), then one decryption pass.
         raw = self._raw
-        room = _CALLBACK_BYTES
-        hi = self._rd_hi
-        if hi and not (self._hs or self._close_started or self._wblocked or self._reneg):
-            room = min(room, hi - len(self.input))
-        batch = self._batch()
         got = 0
         eof = False
-        for _ in range(_STEPS):
-            n = self._wire_read_budget()
-            if n >= self._max_read:
-                n *= batch
-            n = min(n, room - got)
+        for _ in range(1 if self._rd_hi else _STEPS):
+            n = min(self._read_step(), _CALLBACK_BYTES - got)
             if n <= 0:
                 break
             try:
@@ -813,7 +831,10 @@ class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
             self._finish_connect()
             return
         wq = self._wq
-        batch = self._batch()
+        if self._write_allowance() <= 0:
+            self._ww.stop()          # resumed by _update_io when allowed again
+            return
+        batch = self._batch(self._max_write)
         moved = sent = 0
         self._in_writable = True
         try:
@@ -950,12 +971,7 @@ class SSLFilterBufferevent(_TLSCore, Bufferevent):
             return
         inp = u.input
         while inp._len and (everything or self._wants_input()):
-            if everything:
-                n = inp._len
-            else:
-                n = self._wire_read_budget()
-                if n >= self._max_read:
-                    n *= self._batch()
+            n = inp._len if everything else self._read_step()
             if n <= 0:
                 break
             data = inp.remove(n)

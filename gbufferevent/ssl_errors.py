@@ -86,6 +86,7 @@ def _strings():
     """OpenSSL's error-string functions (cryptography's bindings, as pyOpenSSL uses)."""
     from cryptography.hazmat.bindings.openssl.binding import Binding
     lib, ffi = Binding.lib, Binding.ffi
+    SSL.Context(SSL.TLS_METHOD)      # OPENSSL_init_ssl: loads the SSL reason strings
 
     def text(p):
         return ffi.string(p).decode("ascii", "replace") if p != ffi.NULL else None
