@@ -92,7 +92,8 @@ _RECORD = 16384
 #: Ciphertext taken from the out-BIO per ``bio_read``.
 _BIO_CHUNK = 1 << 17
 #: Ciphertext a filter lets queue in an underlying without a write high
-#: watermark before waiting for it to drain, in bytes.
+#: watermark before waiting for it to drain, in bytes (at least 4 of the
+#: underlying's write steps).
 FILTER_WINDOW = 1 << 16
 _MAX_ERRORS = 3            # libevent's NUM_ERRORS
 #: Socket kind: at most this many read/write steps (each capped by max single
@@ -443,6 +444,21 @@ class _TLSCore:
         self._flush_tls()
         return n
 
+    def _encrypt_some(self, more):
+        """Encrypt output one write allowance per SSL_write (max single write,
+        rate limits) while ``more(bytes_taken_so_far)`` holds and it can;
+        return the plaintext bytes taken."""
+        moved = 0
+        while more(moved) and self._can_encrypt():
+            n = self._write_allowance()
+            if n <= 0:
+                break
+            c = self._encrypt(n)
+            if c <= 0:
+                break
+            moved += c
+        return moved
+
     def _wrote(self):
         """Plaintext left ``output``: answer a received close_notify once all
         is encrypted, then the usual write trigger (writecb, close, ...)."""
@@ -658,10 +674,9 @@ class _TLSCore:
         self._update_io()            # keep reading for the peer's close_notify
 
     def _tls_free(self):
-        for t in (self._close_timer,):
-            if t is not None:
-                t.close()
-        self._close_timer = None
+        if self._close_timer is not None:
+            self._close_timer.close()
+            self._close_timer = None
         if self._hs_waiters:
             self._wake_all(self._hs_waiters)
         if self.options & BEV_OPT_CLOSE_ON_FREE:
@@ -839,14 +854,7 @@ class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
         self._in_writable = True
         try:
             for _ in range(_STEPS):
-                while len(wq) < batch and self._can_encrypt():
-                    n = self._write_allowance()
-                    if n <= 0:
-                        break
-                    c = self._encrypt(n)
-                    if c <= 0:
-                        break
-                    moved += c
+                moved += self._encrypt_some(lambda _moved: len(wq) < batch)
                 step = self._send_step(batch)
                 sent += step
                 if not step or sent >= _CALLBACK_BYTES:
@@ -987,16 +995,8 @@ class SSLFilterBufferevent(_TLSCore, Bufferevent):
         u = self._under
         if u is None or self._freed:
             return
-        window = u._wr_hi or FILTER_WINDOW
-        moved = 0
-        while moved < window and len(u.output) < window and self._can_encrypt():
-            n = self._write_allowance()
-            if n <= 0:
-                break
-            c = self._encrypt(n)
-            if c <= 0:
-                break
-            moved += c
+        window = u._wr_hi or max(FILTER_WINDOW, _BATCH * u.get_max_single_write())
+        moved = self._encrypt_some(lambda m: m < window and len(u.output) < window)
         if moved:
             self._wrote()
         if not self._freed and self._under is not None and len(u.output) < window:

@@ -20,7 +20,6 @@ system errors ``0x80000000 | errno``), as :class:`OpenSSLErrorCode`, an
 ``int`` that also carries its text.
 """
 import enum
-import errno as _errno
 import os
 import ssl as _stdssl
 
@@ -226,9 +225,3 @@ def ssl_exception(exc, closure=None):
     err.openssl_errors = codes
     err.__cause__ = exc
     return err
-
-
-def is_transport_reset(exc):
-    """True for socket errors meaning the peer went away (reset, broken pipe)."""
-    return isinstance(exc, OSError) and exc.errno in (
-        _errno.ECONNRESET, _errno.EPIPE, _errno.ECONNABORTED)

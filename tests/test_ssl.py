@@ -28,6 +28,7 @@ from gbufferevent import (
     SSLError, client_context, openssl_filter_new, openssl_socket_new, pair_new,
     server_context,
 )
+from gbufferevent.cli import _echo_handler as echo_handler
 from gbufferevent.server import BuffereventServer
 from gbufferevent.ssl import SSLSocketBufferevent
 from gbufferevent.ssl_context import generate_self_signed_cert
@@ -336,13 +337,18 @@ def test_filter_handshake_timeout(pki, made):
     assert ev.of("c") == [BEV_EVENT_TIMEOUT]
 
 
-def test_no_busy_loop_while_peer_is_silent(pki, made):
+def connecting_client(pki, made):
+    """A listener and a TLS client connect()ing to it (not yet accepted)."""
     lst = listener()
-    made.append(lst)
     cli = openssl_socket_new(SSL.Connection(cctx(pki), None), BUFFEREVENT_SSL_CONNECTING,
                              None, BEV_OPT_CLOSE_ON_FREE)
-    made.append(cli)
+    made.extend([lst, cli])
     cli.connect(lst.getsockname())
+    return lst, cli
+
+
+def test_no_busy_loop_while_peer_is_silent(pki, made):
+    lst, cli = connecting_client(pki, made)
     cli.write(b"queued while the server sleeps")
     cli.enable(EV_READ | EV_WRITE)
     f0, f1 = pair_new()                        # and a filter whose peer is silent
@@ -359,6 +365,11 @@ def test_no_busy_loop_while_peer_is_silent(pki, made):
     srv = openssl_socket_new(SSL.Connection(sctx(pki), None), BUFFEREVENT_SSL_ACCEPTING, s)
     made.append(srv)
     assert srv.readexactly(30) == b"queued while the server sleeps"
+    cpu0 = time.process_time()                 # open, both reading, nobody talks
+    gevent.sleep(0.4)
+    assert time.process_time() - cpu0 < 0.1
+    srv.sendall(b"!")
+    assert cli.readexactly(1) == b"!"
 
 
 # -- shutdowns ------------------------------------------------------------------------
@@ -440,12 +451,7 @@ def test_receiving_close_notify_answers_with_ours(pki, made):
 
 
 def test_close_with_silent_peer_is_bounded(pki, made):
-    lst = listener()
-    made.append(lst)
-    cli = openssl_socket_new(SSL.Connection(cctx(pki), None), BUFFEREVENT_SSL_CONNECTING,
-                             None, BEV_OPT_CLOSE_ON_FREE)
-    made.append(cli)
-    cli.connect(lst.getsockname())
+    lst, cli = connecting_client(pki, made)
     s, _ = lst.accept()
     made.append(s)
     srv = openssl_socket_new(SSL.Connection(sctx(pki), None), BUFFEREVENT_SSL_ACCEPTING, s)
@@ -793,13 +799,6 @@ def test_setfd_later_and_connect(pki, made):
             assert c.get_ssl().get_servername() == b"localhost"
 
 
-def echo_handler(bev, address):
-    while True:
-        d = bev.recv(65536)
-        if not d:
-            break
-        bev.sendall(d)
-
 
 # -- server, interop, CLI, example -----------------------------------------------------
 
@@ -866,13 +865,7 @@ def test_interop_with_stdlib_ssl_both_ways(pki, made):
     def std_server():
         conn, _ = lst.accept()
         t = sctx_std.wrap_socket(conn, server_side=True)
-        data = b""
-        while True:
-            d = t.recv(65536)
-            if not d:
-                break
-            data += d
-        t.sendall(hashlib.sha256(data).digest())
+        t.sendall(read_all(t)[1].encode())     # sha256 hex of what came
         t.unwrap()
         t.close()
 
@@ -883,7 +876,7 @@ def test_interop_with_stdlib_ssl_both_ways(pki, made):
     c.connect_hostname("localhost", lst.getsockname()[1])
     c.sendall(payload)
     c.shutdown(socket.SHUT_WR)
-    assert c.readexactly(32) == hashlib.sha256(payload).digest()
+    assert c.readexactly(64) == hashlib.sha256(payload).hexdigest().encode()
     assert c.recv(1) == b""                    # stdlib's close_notify: clean EOF
     g.get(timeout=10)
 
