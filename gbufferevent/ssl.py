@@ -379,6 +379,8 @@ class _TLSCore:
 
     def _feed(self, data):
         """Ciphertext *data* arrived from the transport."""
+        if self._tls_ended:
+            return                   # after close_notify or a failure: dropped
         self._ssl.bio_write(data)
         self._process_in()
 
@@ -750,6 +752,9 @@ class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
         return True
 
     def _on_connected(self):
+        if not self._hs:
+            super()._on_connected()  # created OPEN: nothing to negotiate
+            return
         self._update_io()            # the handshake starts; CONNECTED comes after it
 
     def _tx_write(self, data):
@@ -959,7 +964,7 @@ class SSLFilterBufferevent(_TLSCore, Bufferevent):
     def _u_event(self, u, what, _arg):
         if what & BEV_EVENT_CONNECTED:
             return                   # the TLS handshake's CONNECTED counts
-        if what & BEV_EVENT_EOF:
+        if what & BEV_EVENT_EOF and what & BEV_EVENT_READING:
             self._pull(everything=True)
             if not self._freed:
                 self._transport_eof()

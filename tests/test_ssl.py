@@ -157,6 +157,8 @@ def test_handshake_connected_once_and_1mib_each_way(pki, made, kind):
     assert cli.wait_handshake(10) and srv.wait_handshake(10)
     ev.wait_for(lambda: len(ev.log) == 2)
     assert ev.of("c") == [BEV_EVENT_CONNECTED] and ev.of("s") == [BEV_EVENT_CONNECTED]
+    assert cli.handshake_done and srv.handshake_done
+    assert cli.get_shutdown_timeout() == 3.0
     assert cli.get_ssl().get_peer_certificate() is not None       # server's cert
     assert srv.get_ssl().get_peer_certificate() is None           # no client cert
     if kind == "socket":
@@ -435,6 +437,52 @@ def test_clean_close_both_ends_promptly(pki, made):
     assert time.monotonic() - t0 < 3           # not the 10 s shutdown timeout
     both = SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN
     assert ssl_c.get_shutdown() == both and ssl_s.get_shutdown() == both
+
+
+def test_clean_close_keeps_the_session_resumable(pki, made):
+    # TLS 1.2 session IDs in the server's cache: OpenSSL drops a session from
+    # it when the connection ends without close_notify (libevent's problem).
+    class Metered(SSLSocketBufferevent):
+        read_bytes = 0
+
+        def _charge_read(self, n):
+            self.read_bytes += n
+
+    s_ctx = sctx(pki, tls12=True)
+    s_ctx.set_options(SSL.OP_NO_TICKET)
+    c_ctx = cctx(pki, tls12=True)
+
+    def connect(session, clean):
+        a, b = gevent.socket.socketpair()
+        made.extend([a, b])
+        cs = SSL.Connection(c_ctx, None)
+        if session is not None:
+            cs.set_session(session)
+        cli = Metered(cs, BUFFEREVENT_SSL_CONNECTING, a, BEV_OPT_CLOSE_ON_FREE)
+        srv = openssl_socket_new(SSL.Connection(s_ctx, None), BUFFEREVENT_SSL_ACCEPTING,
+                                 b, BEV_OPT_CLOSE_ON_FREE)
+        made.extend([cli, srv])
+        assert cli.wait_handshake(10) and srv.wait_handshake(10)
+        handshake_bytes = cli.read_bytes
+        if clean:
+            cli.close()
+            srv.enable(EV_READ)
+            assert srv.recv(1) == b""
+            srv.close()
+            with gevent.Timeout(5):
+                while cli.get_ssl() is not None or srv.get_ssl() is not None:
+                    gevent.sleep(0.01)
+        else:
+            cli.free()
+            srv.free()
+        return cs.get_session(), handshake_bytes
+
+    session, full = connect(None, clean=True)
+    _, resumed = connect(session, clean=True)
+    assert resumed < full / 2                  # no certificate: resumed
+    session, full = connect(None, clean=False)
+    _, again = connect(session, clean=False)
+    assert again > full * 0.9                  # dropped from the cache: full
 
 
 def test_receiving_close_notify_answers_with_ours(pki, made):
