@@ -296,8 +296,10 @@ class Bufferevent:
         :raises BuffereventClosedError: the bufferevent was freed or closed.
         :returns: 0.
         """
-        data = _as_bytes(data)
-        self._check_alive(writing=True)
+        if type(data) is not bytes:
+            data = _as_bytes(data)
+        if self._freed or self._closing or self._shut_wr:
+            self._check_alive(writing=True)
         self.output.add(data)
         return 0
 
@@ -502,13 +504,14 @@ class Bufferevent:
 
     def _trigger_read(self):
         """Bytes were appended to ``input``: readcb, blocked readers, watermark."""
-        self._note_read()
-        inp = self.input
-        if self._rd_hi and len(inp) >= self._rd_hi:
+        if self._rtimeout:
+            self._rlast = self.loop.now()
+        n = self.input._len
+        if self._rd_hi and n >= self._rd_hi:
             self._suspend_read(SUSPEND_WM)
         if self._readers:
             self._wake_readers()
-        if self._readcb is not None and len(inp) >= self._rd_lo:
+        if self._readcb is not None and n >= self._rd_lo:
             if self._deferred:
                 self._pend |= _PEND_READ
                 self._schedule()
@@ -517,9 +520,9 @@ class Bufferevent:
 
     def _trigger_write(self):
         """Bytes left ``output``: writecb, blocked writers, close/shutdown."""
-        self._note_write()
-        out = self.output
-        n = len(out)
+        if self._wtimeout:
+            self._wlast = self.loop.now()
+        n = self.output._len
         if not n:
             if self._shut_wr and not self._shut_wr_done:
                 self._shut_wr_done = True
@@ -819,9 +822,25 @@ class Bufferevent:
                 return self.input.remove(bufsize)
             if self._read_ready():
                 return b""
+            if self._readcb is None and bufsize:
+                data = self._direct_recv(bufsize)
+                if data:
+                    return data
             if deadline is None:
                 deadline = self._deadline()
             self._await_data(deadline)
+
+    def _direct_recv(self, n):
+        """Kind hook: read up to *n* bytes straight from the transport for a
+        blocked reader when ``input`` is empty and no readcb is set (same
+        caps, limits and accounting as a read step).  None: not possible now."""
+        return None
+
+    def _direct_send(self, data):
+        """Kind hook: hand *data* (bytes) straight to the transport when
+        ``output`` is empty and no writecb is set, step by step within the
+        same caps and limits.  Returns the number of bytes taken (0: none)."""
+        return 0
 
     def recv_into(self, buffer, nbytes=0, flags=0):
         """Like :meth:`recv`, into a writable buffer; returns the byte count."""
@@ -939,6 +958,10 @@ class Bufferevent:
         """
         data = _as_bytes(data)
         self._check_sendable()
+        if not self.output._len and self._writecb is None and data:
+            n = self._direct_send(data)
+            if n:
+                return n
         limit = self._send_limit()
         self._wait_writable(limit - 1, self._deadline())
         self._check_sendable()
@@ -956,10 +979,15 @@ class Bufferevent:
         after :meth:`settimeout` seconds.
         """
         data = _as_bytes(data)
-        deadline = self._deadline()
-        limit = self._send_limit()
         total = len(data)
         pos = 0
+        if not self.output._len and self._writecb is None and total:
+            self._check_sendable()
+            pos = self._direct_send(data)
+            if pos == total:
+                return
+        deadline = self._deadline()
+        limit = self._send_limit()
         view = memoryview(data) if total > limit else None
         while pos < total:
             self._check_sendable()
@@ -968,7 +996,7 @@ class Bufferevent:
                 self._wait_writable(limit - 1, deadline)
                 continue
             if view is None:
-                self.write(data)
+                self.write(data if not pos else data[pos:])
                 pos = total
             else:
                 chunk = view[pos:pos + room].tobytes()

@@ -22,6 +22,8 @@ from .constants import (
 __all__ = ["SocketBufferevent", "create_connection"]
 
 _WOULDBLOCK = (BlockingIOError, InterruptedError)
+#: Read/write steps one watcher callback may take while the loop is idle.
+_BATCH = 8
 _CONNECT_PENDING = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EALREADY)
 
 
@@ -246,51 +248,146 @@ class SocketBufferevent(Bufferevent):
         elif ww.active:
             ww.stop()
 
+    def _output_added(self):
+        ww = self._ww
+        if ww is not None and ww.active and not self._wtimeout:
+            return                       # already writing: the common case
+        self._update_io()
+
     def _write_timeout_wanted(self):
         return self._can_write() and (self._connecting or len(self.output) > 0)
 
     def _on_readable(self):
-        n = self._read_allowance()
-        if n <= 0:
-            self._rw.stop()   # resumed by _update_io when the limit lifts
-            return
-        try:
-            data = self._raw.recv(n)
-        except _WOULDBLOCK:
-            return
-        except OSError as exc:
-            self._io_failed(BEV_EVENT_READING, exc)
-            return
-        if not data:
-            self._enabled &= ~EV_READ
-            self._update_io()
-            self._trigger_event(BEV_EVENT_EOF | BEV_EVENT_READING)
-            return
-        self.input.add(data)
-        self._charge_read(len(data))
-        self._trigger_read()
+        # One read step = at most one allowance (max single read, read high
+        # watermark, rate limits), then the triggers (readcb/blocked readers).
+        # A callback takes a few steps in a row only while the loop has nothing
+        # else to run (no other watcher pending, no callback queued): that
+        # saves loop passes in bulk transfers and yields as soon as anything
+        # else wants the hub.
+        loop = self.loop
+        for _ in range(_BATCH):
+            if self._rl is None and self._group is None and not self._rd_hi:
+                n = self._max_read
+            else:
+                n = self._read_allowance()
+            if n <= 0:
+                self._rw.stop()   # resumed by _update_io when the limit lifts
+                return
+            try:
+                data = self._raw.recv(n)
+            except _WOULDBLOCK:
+                return
+            except OSError as exc:
+                self._io_failed(BEV_EVENT_READING, exc)
+                return
+            if not data:
+                self._enabled &= ~EV_READ
+                self._update_io()
+                self._trigger_event(BEV_EVENT_EOF | BEV_EVENT_READING)
+                return
+            inp = self.input
+            inp._chunks.append(data)
+            inp._len += len(data)
+            if self._rl is not None or self._group is not None:
+                self._charge_read(len(data))
+            self._trigger_read()
+            if len(data) < n or loop.pendingcnt or loop._callbacks \
+                    or self._rw is None or not self._rw.active:
+                return
 
     def _on_writable(self):
         if self._connecting:
             self._finish_connect()
             return
-        out = self.output
-        n = self._write_allowance()
-        if not out._len or n <= 0:
-            self._ww.stop()
-            return
+        loop = self.loop
+        for _ in range(_BATCH):
+            out = self.output
+            n = self._max_write if (self._rl is None and self._group is None) \
+                else self._write_allowance()
+            if not out._len or n <= 0:
+                self._ww.stop()
+                return
+            chunk = out.peek(n)
+            try:
+                sent = self._raw.send(chunk)
+            except _WOULDBLOCK:
+                return
+            except OSError as exc:
+                self._io_failed(BEV_EVENT_WRITING, exc)
+                return
+            out.drain(sent)
+            if self._rl is not None or self._group is not None:
+                self._charge_write(sent)
+            self._trigger_write()
+            ww = self._ww
+            if ww is None:
+                return
+            if not self.output._len:
+                # After the writecb (which often refills): stop only if still empty.
+                if not self._connecting:
+                    ww.stop()
+                return
+            if sent < len(chunk) or loop.pendingcnt or loop._callbacks or not ww.active:
+                return
+
+    # -- blocking-layer fast paths (see Bufferevent._direct_recv/_direct_send) --
+
+    def _direct_recv(self, n):
+        raw = self._raw
+        if raw is None or self._connecting or self._susp_r or self._freed:
+            return None
+        allow = self._read_allowance()
+        if allow <= 0:
+            return None
         try:
-            sent = self._raw.send(out.peek(n))
+            data = raw.recv(n if n < allow else allow)
         except _WOULDBLOCK:
-            return
+            return None
         except OSError as exc:
-            self._io_failed(BEV_EVENT_WRITING, exc)
-            return
-        out.drain(sent)
-        self._charge_write(sent)
-        if not out._len:
-            self._ww.stop()
-        self._trigger_write()
+            self._fail_now(BEV_EVENT_READING, exc)
+            raise
+        if not data:
+            return None                 # EOF: the read watcher reports it
+        if self._rl is not None or self._group is not None:
+            self._charge_read(len(data))
+        if self._rtimeout:
+            self._rlast = self.loop.now()
+        return data
+
+    def _direct_send(self, data):
+        raw = self._raw
+        if raw is None or self._connecting or self._freed or self._susp_w \
+                or not self._enabled & EV_WRITE:
+            return 0
+        total = len(data)
+        view = memoryview(data)
+        pos = 0
+        limited = self._rl is not None or self._group is not None
+        while pos < total:
+            step = self._write_allowance() if limited else self._max_write
+            if step <= 0:
+                break
+            try:
+                sent = raw.send(view[pos:pos + step])
+            except _WOULDBLOCK:
+                break
+            except OSError as exc:
+                self._fail_now(BEV_EVENT_WRITING, exc)
+                raise
+            pos += sent
+            if limited:
+                self._charge_write(sent)
+            if sent < step:
+                break
+        if pos and self._wtimeout:
+            self._wlast = self.loop.now()
+        return pos
+
+    def _fail_now(self, direction, exc):
+        """An error met by a fast path: record it now, report it from the hub."""
+        if self._error is None:
+            self._error = exc
+        self.loop.run_callback(self._io_failed, direction, exc)
 
     def _io_failed(self, direction, exc):
         self._enabled &= ~(EV_READ if direction == BEV_EVENT_READING else EV_WRITE)
