@@ -45,16 +45,23 @@ class PairBufferevent(Bufferevent):
         p = self._partner
         if p is None or self._pumping or not self.output._len:
             return
-        if not self._can_write() or not p._can_read():
+        if self._susp_w or not self._enabled & EV_WRITE or p._susp_r \
+                or not p._enabled & EV_READ or self._freed or p._freed:
             return
-        n = min(self._write_allowance(), p._read_allowance())
-        if n <= 0:
-            return
+        limited = self._rl is not None or self._group is not None \
+            or p._rl is not None or p._group is not None
+        if limited or p._rd_hi:
+            n = min(self._write_allowance(), p._read_allowance())
+            if n <= 0:
+                return
+        else:
+            n = self._max_write if self._max_write < p._max_read else p._max_read
         self._pumping = True
         try:
             moved = self.output.remove_buffer(p.input, n)
-            self._charge_write(moved)
-            p._charge_read(moved)
+            if limited:
+                self._charge_write(moved)
+                p._charge_read(moved)
             p._trigger_read()
             self._trigger_write()
         finally:
@@ -67,6 +74,11 @@ class PairBufferevent(Bufferevent):
         self._pump_scheduled = False
         if not self._freed:
             self._pump()
+
+    def _output_added(self):
+        if self._wtimeout:
+            self._adj_timeouts()
+        self._pump()
 
     def _update_io(self):
         if self._rtimeout or self._wtimeout:
