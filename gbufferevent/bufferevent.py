@@ -23,17 +23,19 @@ Kinds (socket, pair, filter, TLS) subclass it the way libevent's
 Everything that waits waits on the hub: watchers, timers and
 ``loop.run_callback``; blocked greenlets wait on gevent ``Waiter`` objects.
 """
+import functools
 import logging
 import socket as _socket
 
 from gevent import getcurrent
+from gevent._hub_local import get_hub_if_exists
 from gevent.hub import Waiter, get_hub
 
 from .buffer import Buffer, _as_bytes, _check_size
 from .constants import (
     BEV_EVENT_CONNECTED, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_READING,
     BEV_EVENT_TIMEOUT, BEV_EVENT_WRITING, BEV_FINISHED, BEV_FLUSH, BEV_NORMAL,
-    BEV_OPT_DEFER_CALLBACKS, EV_READ, EV_SSIZE_MAX, EV_WRITE,
+    BEV_OPT_DEFER_CALLBACKS, BEV_OPT_THREADSAFE, EV_READ, EV_SSIZE_MAX, EV_WRITE,
     MAX_SINGLE_READ_DEFAULT, MAX_SINGLE_WRITE_DEFAULT, Event, FlushMode, Options,
     _ALL_EVENTS, _ALL_OPTIONS,
 )
@@ -87,6 +89,30 @@ def _check_cb(cb, argname):
     if cb is not None and not callable(cb):
         raise TypeError(f"{argname} must be callable or None, not {type(cb).__name__}")
     return cb
+
+
+def _owned(method):
+    """Run *method* on the bufferevent's own hub.
+
+    A bufferevent belongs to the hub (thread) that made it.  Called from
+    another thread, the call is handed to that hub with
+    ``loop.run_callback_threadsafe`` if the bufferevent has
+    ``BEV_OPT_THREADSAFE`` (and returns 0 at once), else it raises
+    ``RuntimeError``.
+    """
+    name = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        if get_hub_if_exists() is self.hub:
+            return method(self, *args)
+        if not self.options & BEV_OPT_THREADSAFE:
+            raise RuntimeError(
+                f"{name}() called from another thread: a bufferevent belongs to the "
+                "hub that made it (create it with BEV_OPT_THREADSAFE to allow this)")
+        self.loop.run_callback_threadsafe(method, self, *args)
+        return 0
+    return wrapper
 
 
 class Bufferevent:
@@ -151,6 +177,7 @@ class Bufferevent:
     # Callbacks
     # ------------------------------------------------------------------
 
+    @_owned
     def setcb(self, readcb, writecb, eventcb, cbarg=None):
         """Set the callbacks (``bufferevent_setcb``).
 
@@ -174,6 +201,7 @@ class Bufferevent:
     # Enable / disable / suspension
     # ------------------------------------------------------------------
 
+    @_owned
     def enable(self, events):
         """Enable reading and/or writing (``bufferevent_enable``).
 
@@ -187,6 +215,7 @@ class Bufferevent:
         self._update_io()
         return 0
 
+    @_owned
     def disable(self, events):
         """Disable reading and/or writing (``bufferevent_disable``). Returns 0."""
         _check_events(events)
@@ -244,6 +273,7 @@ class Bufferevent:
     # Watermarks
     # ------------------------------------------------------------------
 
+    @_owned
     def setwatermark(self, events, lowmark, highmark):
         """Set the watermarks of one or both directions (``bufferevent_setwatermark``).
 
@@ -292,19 +322,34 @@ class Bufferevent:
     def write(self, data):
         """Append *data* to ``output``; never blocks (``bufferevent_write``).
 
+        From another thread (with ``BEV_OPT_THREADSAFE``) the bytes are copied
+        at once and appended by the bufferevent's hub.
+
         :param data: a bytes-like object (``str`` raises TypeError).
         :raises BuffereventClosedError: the bufferevent was freed or closed.
         :returns: 0.
         """
         if type(data) is not bytes:
             data = _as_bytes(data)
+        if get_hub_if_exists() is not self.hub:
+            return self._write_from_thread(data)
         if self._freed or self._closing or self._shut_wr:
             self._check_alive(writing=True)
         self.output.add(data)
         return 0
 
+    @_owned
+    def _write_from_thread(self, data):
+        self._check_alive(writing=True)
+        self.output.add(data)
+        return 0
+
     def write_buffer(self, buf):
         """Move all of *buf* to ``output`` (``bufferevent_write_buffer``). Returns 0."""
+        if get_hub_if_exists() is not self.hub:
+            taken = Buffer()
+            taken.add_buffer(buf)
+            return self._write_from_thread(taken.remove())
         self._check_alive(writing=True)
         return self.output.add_buffer(buf)
 
@@ -320,6 +365,7 @@ class Bufferevent:
         self.input.remove_buffer(buf)
         return 0
 
+    @_owned
     def flush(self, iotype=EV_READ | EV_WRITE, mode=BEV_FLUSH):
         """Force bytes through, as far as this kind can (``bufferevent_flush``).
 
@@ -343,6 +389,7 @@ class Bufferevent:
     # Timeouts
     # ------------------------------------------------------------------
 
+    @_owned
     def set_timeouts(self, read, write):
         """Set the read and write timeouts in seconds; None or 0 turns one off.
 
@@ -647,6 +694,7 @@ class Bufferevent:
                 "bufferevent is freed" if self._freed else
                 "bufferevent is closed for writing")
 
+    @_owned
     def free(self):
         """Release the bufferevent now (``bufferevent_free``).
 
@@ -739,6 +787,9 @@ class Bufferevent:
             raise RuntimeError(
                 "blocking bufferevent call from the hub (a callback); "
                 "use the callback API there or spawn a greenlet")
+        if get_hub_if_exists() is not hub:
+            raise RuntimeError("blocking bufferevent calls must come from a greenlet "
+                               "of the thread (hub) that made the bufferevent")
         w = Waiter(hub)
         entry = w if entry_extra is None else (w, entry_extra)
         waiters.append(entry)
@@ -1008,6 +1059,7 @@ class Bufferevent:
         """Block until ``output`` is empty (everything handed to the transport)."""
         self._wait_writable(0, self._deadline())
 
+    @_owned
     def shutdown(self, how):
         """``socket.shutdown``: ``SHUT_WR`` delivers pending output, then ends the
         stream for the peer (FIN; EOF on a pair partner); reading goes on.
@@ -1027,6 +1079,7 @@ class Bufferevent:
             else:
                 self.enable(EV_WRITE)
 
+    @_owned
     def close(self):
         """Close like a socket: pending output is delivered, then the transport
         is closed (with ``BEV_OPT_CLOSE_ON_FREE``) and the bufferevent freed.
