@@ -25,6 +25,7 @@ Everything that waits waits on the hub: watchers, timers and
 """
 import functools
 import logging
+import math
 import socket as _socket
 
 from gevent import getcurrent
@@ -59,6 +60,13 @@ SUSPEND_FILTER = 0x10      # a filter above does not want data yet
 #: ``send``/``sendall`` wait (unless a write high watermark is set), in bytes.
 DEFAULT_SEND_BUFFER = 256 * 1024
 
+#: A closing bufferevent whose output makes no progress for this many seconds
+#: (and has no write timeout of its own) gives up and is freed.
+CLOSE_LINGER = 60.0
+#: Bytes the blocking layer may move through its fast paths before it yields
+#: to the hub once, so a greenlet that always finds data cannot starve others.
+FAST_PATH_BUDGET = 512 * 1024
+
 _PEND_READ = 1
 _PEND_WRITE = 2
 _TIMED_OUT = object()
@@ -80,8 +88,9 @@ def _check_timeout(value, argname):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{argname} must be a number of seconds or None, "
                         f"not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{argname} must be >= 0 seconds")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{argname} must be a finite number of seconds >= 0, "
+                         f"not {value!r}")
     return float(value) or None
 
 
@@ -167,6 +176,7 @@ class Bufferevent:
         self._readers = []
         self._writers = []         # (waiter, threshold)
         self._sock_timeout = None
+        self._fast_budget = FAST_PATH_BUDGET
 
     def __repr__(self):
         state = "freed" if self._freed else f"enabled={self._enabled:#x}"
@@ -187,9 +197,12 @@ class Bufferevent:
         and CONNECTED (``events`` is a :class:`~gbufferevent.Event`).  Any may
         be None.  Callbacks run in the hub and must not block.
         """
-        self._readcb = _check_cb(readcb, "readcb")
-        self._writecb = _check_cb(writecb, "writecb")
-        self._eventcb = _check_cb(eventcb, "eventcb")
+        readcb = _check_cb(readcb, "readcb")
+        writecb = _check_cb(writecb, "writecb")
+        eventcb = _check_cb(eventcb, "eventcb")
+        if self._freed and (readcb or writecb or eventcb):
+            self._check_alive()
+        self._readcb, self._writecb, self._eventcb = readcb, writecb, eventcb
         self._cbarg = cbarg
         return 0
 
@@ -286,6 +299,9 @@ class Bufferevent:
         :raises ValueError: negative marks or unknown bits.
         """
         _check_events(events)
+        if not events:
+            raise ValueError("events must include EV_READ and/or EV_WRITE")
+        self._check_alive()
         for name, v in (("lowmark", lowmark), ("highmark", highmark)):
             _check_size(v, name)
             if v < 0:
@@ -401,6 +417,7 @@ class Bufferevent:
         """
         self._rtimeout = _check_timeout(read, "read")
         self._wtimeout = _check_timeout(write, "write")
+        self._check_alive()
         now = self.loop.now()
         self._rlast = self._wlast = now
         for attr in ("_rtimer", "_wtimer"):
@@ -460,6 +477,11 @@ class Bufferevent:
         left = self._wlast + self._wtimeout - self.loop.now()
         if left > 0.0005:
             self._arm("_wtimer", left, self._on_wtimeout)
+            return
+        if self._closing:
+            log.info("%r: output made no progress for %.1f s while closing; "
+                     "dropping %d bytes", self, self._wtimeout, len(self.output))
+            self.free()
             return
         self._enabled &= ~EV_WRITE
         self._update_io()
@@ -591,6 +613,12 @@ class Bufferevent:
     def _trigger_event(self, what, exc=None):
         """Report EOF/ERROR/TIMEOUT/CONNECTED (with READING/WRITING bits)."""
         what = Event(what)
+        if self._closing and what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT):
+            # close() was waiting to deliver output that now cannot go out
+            if what & BEV_EVENT_ERROR and self._error is None:
+                self._error = exc
+            self.free()
+            return
         if what & BEV_EVENT_EOF and what & BEV_EVENT_READING:
             self._eof = True
         if what & BEV_EVENT_ERROR and self._error is None:
@@ -718,8 +746,7 @@ class Bufferevent:
         try:
             self._be_free()
         finally:
-            err = BuffereventClosedError(
-                "bufferevent was closed in another greenlet")
+            err = BuffereventClosedError("bufferevent was freed while this call waited")
             self._wake_all(self._readers, err)
             self._wake_all(self._writers, err)
 
@@ -790,6 +817,10 @@ class Bufferevent:
         if get_hub_if_exists() is not hub:
             raise RuntimeError("blocking bufferevent calls must come from a greenlet "
                                "of the thread (hub) that made the bufferevent")
+        if self._sock_timeout == 0.0:
+            raise BlockingIOError(11, "bufferevent is non-blocking (timeout 0) and "
+                                      "the call would block")
+        self._fast_budget = FAST_PATH_BUDGET
         w = Waiter(hub)
         entry = w if entry_extra is None else (w, entry_extra)
         waiters.append(entry)
@@ -815,6 +846,16 @@ class Bufferevent:
         if isinstance(result, BaseException):
             raise result
 
+    def _fast_path_used(self, n):
+        """Count bytes moved without waiting; yield to the hub once the budget
+        is spent (other greenlets and timers run, then we continue)."""
+        self._fast_budget -= n
+        if self._fast_budget <= 0:
+            self._fast_budget = FAST_PATH_BUDGET
+            w = Waiter(self.hub)
+            self.loop.run_callback(w.switch, None)
+            w.get()
+
     def _wake_all(self, waiters, value=None):
         if not waiters:
             return
@@ -838,12 +879,22 @@ class Bufferevent:
                 keep.append(entry)
         writers[:] = keep
 
+    def _no_transport(self):
+        """Kind hook: an OSError if this bufferevent has no way to move bytes
+        (e.g. a socket bufferevent with no fd and no connect in progress), so
+        blocking calls fail instead of waiting forever; else None."""
+        return None
+
     def _read_ready(self):
         """For blocked readers: True to return b"" (EOF), raise on error."""
         if self._error is not None:
             raise self._error
         if self._freed or self._closing:
             raise BuffereventClosedError()
+        if not self._eof:
+            err = self._no_transport()
+            if err is not None:
+                raise err
         return self._eof
 
     def _await_data(self, deadline):
@@ -867,15 +918,18 @@ class Bufferevent:
         _check_size(bufsize, "bufsize")
         if bufsize < 0:
             raise ValueError("bufsize must be >= 0")
+        if bufsize == 0:
+            return b""
         deadline = None
         while True:
             if self.input._len:
                 return self.input.remove(bufsize)
             if self._read_ready():
                 return b""
-            if self._readcb is None and bufsize:
+            if self._readcb is None:
                 data = self._direct_recv(bufsize)
                 if data:
+                    self._fast_path_used(len(data))
                     return data
             if deadline is None:
                 deadline = self._deadline()
@@ -895,9 +949,17 @@ class Bufferevent:
 
     def recv_into(self, buffer, nbytes=0, flags=0):
         """Like :meth:`recv`, into a writable buffer; returns the byte count."""
-        view = memoryview(buffer).cast("B")
+        view = memoryview(buffer)
+        if view.readonly:
+            raise TypeError("recv_into() needs a writable buffer")
+        view = view.cast("B")
+        _check_size(nbytes, "nbytes")
+        if nbytes < 0 or nbytes > len(view):
+            raise ValueError("nbytes must be between 0 and len(buffer)")
         n = nbytes or len(view)
-        data = self.recv(min(n, len(view)))
+        if n == 0:
+            return 0
+        data = self.recv(n)
         view[:len(data)] = data
         return len(data)
 
@@ -932,6 +994,7 @@ class Bufferevent:
             or within the read high watermark.
         """
         sep = _as_bytes(separator, "separator")
+        _check_size(limit, "limit")
         if not sep:
             raise ValueError("separator must not be empty")
         deadline = self._deadline()
@@ -994,6 +1057,9 @@ class Bufferevent:
             raise self._error
         if self._freed:
             raise BuffereventClosedError()
+        err = self._no_transport()
+        if err is not None:
+            raise err
 
     def _check_sendable(self):
         if self._error is not None:
@@ -1012,6 +1078,7 @@ class Bufferevent:
         if not self.output._len and self._writecb is None and data:
             n = self._direct_send(data)
             if n:
+                self._fast_path_used(n)
                 return n
         limit = self._send_limit()
         self._wait_writable(limit - 1, self._deadline())
@@ -1035,6 +1102,8 @@ class Bufferevent:
         if not self.output._len and self._writecb is None and total:
             self._check_sendable()
             pos = self._direct_send(data)
+            if pos:
+                self._fast_path_used(pos)
             if pos == total:
                 return
         deadline = self._deadline()
@@ -1093,12 +1162,16 @@ class Bufferevent:
         self._closing = True
         self._readcb = None
         self._enabled &= ~EV_READ
-        err = BuffereventClosedError("bufferevent was closed in another greenlet")
+        err = BuffereventClosedError("bufferevent was closed while this call waited")
         self._wake_all(self._readers, err)
         self._wake_all(self._writers, err)
         if self.output and self._error is None:
+            if not self._wtimeout:
+                self._wtimeout = CLOSE_LINGER
             self._enabled |= EV_WRITE
             self._update_io()
+            if self._wtimeout and not self._freed:
+                self._adj_timeouts()
         else:
             self._be_close_ready()
 

@@ -43,11 +43,14 @@ def parse_hostport(text, default_host="127.0.0.1"):
 
 
 def _echo_handler(bev, address):
-    while True:
-        data = bev.recv(65536)
-        if not data:
-            break
-        bev.sendall(data)
+    try:
+        while True:
+            data = bev.recv(65536)
+            if not data:
+                break
+            bev.sendall(data)
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        log.debug("%s went away: %s", address, exc)   # a normal end for a client
 
 
 def cmd_echo(args):

@@ -145,8 +145,12 @@ class SocketBufferevent(Bufferevent):
         :raises TypeError: a malformed address.
         """
         self._check_alive()
-        if isinstance(address, tuple) and len(address) >= 2 \
-                and isinstance(address[0], str) and not _is_numeric_host(address[0]):
+        _check_address(address)
+        if self._connecting or self._resolver is not None:
+            raise RuntimeError("a connect is already in progress on this bufferevent")
+        if self._raw is not None and _is_connected(self._raw):
+            raise RuntimeError("this bufferevent is already connected")
+        if isinstance(address, tuple) and not _is_numeric_host(address[0]):
             return self.connect_hostname(address[0], address[1])
         if self._raw is None:
             if isinstance(address, (str, bytes)):
@@ -184,6 +188,10 @@ class SocketBufferevent(Bufferevent):
             raise TypeError(f"host must be a str, not {type(host).__name__}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int in 0..65535, not {port!r}")
+        if isinstance(family, bool) or not isinstance(family, int):
+            raise TypeError(f"family must be an int (socket.AF_*), not {family!r}")
+        if self._connecting or self._resolver is not None:
+            raise RuntimeError("a connect is already in progress on this bufferevent")
         self._suspend_read(SUSPEND_LOOKUP)
         self._dns_error = None
         self._resolver = gevent.spawn(self._resolve, host, port, family)
@@ -196,7 +204,7 @@ class SocketBufferevent(Bufferevent):
     def _resolve(self, host, port, family):
         try:
             infos = gevent.socket.getaddrinfo(host, port, family, _socket.SOCK_STREAM)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - reported as an ERROR event
             self._resolver = None
             if not self._freed:
                 self._dns_error = exc
@@ -253,6 +261,12 @@ class SocketBufferevent(Bufferevent):
         if ww is not None and ww.active and not self._wtimeout:
             return                       # already writing: the common case
         self._update_io()
+
+    def _no_transport(self):
+        if self._raw is None and not self._connecting and self._resolver is None:
+            return OSError(errno.ENOTCONN, "socket bufferevent has no socket "
+                                           "(give one with setfd() or connect())")
+        return None
 
     def _write_timeout_wanted(self):
         return self._can_write() and (self._connecting or len(self.output) > 0)
@@ -359,7 +373,7 @@ class SocketBufferevent(Bufferevent):
         if raw is None or self._connecting or self._freed or self._susp_w \
                 or not self._enabled & EV_WRITE:
             return 0
-        total = len(data)
+        total = min(len(data), max(self._fast_budget, self._max_write))
         view = memoryview(data)
         pos = 0
         limited = self._rl is not None or self._group is not None
@@ -421,6 +435,28 @@ class SocketBufferevent(Bufferevent):
             self._resolver.kill(block=False)
             self._resolver = None
         self._detach(close=bool(self.options & BEV_OPT_CLOSE_ON_FREE) or self._own_sock)
+
+
+def _check_address(address):
+    """ValueError/TypeError for an address no connect could use."""
+    if isinstance(address, (str, bytes)):
+        return
+    if not isinstance(address, tuple) or len(address) not in (2, 4):
+        raise TypeError(f"address must be (host, port), (host, port, flow, scope) "
+                        f"or a path, not {address!r}")
+    host, port = address[0], address[1]
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, not {type(host).__name__}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an int in 0..65535, not {port!r}")
+
+
+def _is_connected(raw):
+    try:
+        raw.getpeername()
+        return True
+    except OSError:
+        return False
 
 
 def _errno_exception(code):
