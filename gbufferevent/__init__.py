@@ -12,6 +12,7 @@ from .errors import (
     BuffereventClosedError, CallbackError, IncompleteReadError, LimitOverrunError,
 )
 from .pair import PairBufferevent, pair_new
+from .ratelimit import RateLimitGroup, TokenBucketConfig, TokenScheduler
 from .socket import SocketBufferevent, create_connection
 
 __version__ = "0.1.0"
@@ -19,5 +20,6 @@ __version__ = "0.1.0"
 __all__ = list(_constants_all) + [
     "Buffer", "Bufferevent", "DEFAULT_SEND_BUFFER", "SocketBufferevent",
     "create_connection", "PairBufferevent", "pair_new", "BuffereventClosedError", "CallbackError",
-    "IncompleteReadError", "LimitOverrunError", "__version__",
+    "IncompleteReadError", "LimitOverrunError", "RateLimitGroup", "TokenBucketConfig",
+    "TokenScheduler", "__version__",
 ]

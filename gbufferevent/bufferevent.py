@@ -540,8 +540,10 @@ class Bufferevent:
             return self._max_write
         return self._rl_max(False)
 
-    def _rl_max(self, reading):  # replaced when rate limiting is in use
-        return self._max_read if reading else self._max_write
+    def _rl_max(self, reading):
+        """Step size under rate limits (:func:`gbufferevent.ratelimit.max_step`);
+        0 suspends the direction until the scheduler refills it."""
+        return _ratelimit.max_step(self, reading)
 
     def _read_allowance(self):
         """Bytes one read step may add to ``input`` now (0: do not read)."""
@@ -563,9 +565,81 @@ class Bufferevent:
 
     def _charge_read(self, n):
         """Report *n* bytes read (rate limits, group totals)."""
+        if self._rl is not None or self._group is not None:
+            _ratelimit.charge(self, n, True)
 
     def _charge_write(self, n):
         """Report *n* bytes written (rate limits, group totals)."""
+        if self._rl is not None or self._group is not None:
+            _ratelimit.charge(self, n, False)
+
+    # ------------------------------------------------------------------
+    # Rate limits (the logic lives in gbufferevent.ratelimit)
+    # ------------------------------------------------------------------
+
+    def set_rate_limit(self, cfg):
+        """Limit this bufferevent with token buckets (``bufferevent_set_rate_limit``).
+
+        :param cfg: a :class:`~gbufferevent.TokenBucketConfig` (rates and
+            bursts in bytes per tick), or None to remove the limit (lifting any
+            suspension it caused; group membership stays).  The buckets start
+            with one tick's worth; setting the same cfg again is a no-op, a
+            different one keeps the levels clipped to its bursts.  Bytes are
+            counted where they leave ``output`` and enter ``input``, on every
+            kind of bufferevent.
+        :raises TypeError: *cfg* is neither.
+        :raises BuffereventClosedError: the bufferevent was freed.
+        :returns: 0.
+        """
+        return _ratelimit.set_rate_limit(self, cfg)
+
+    def get_token_bucket_cfg(self):
+        """The :class:`~gbufferevent.TokenBucketConfig` set, or None
+        (``bufferevent_get_token_bucket_cfg``)."""
+        return None if self._rl is None else self._rl.cfg
+
+    def get_read_limit(self):
+        """This bufferevent's read bucket now, bytes (may be negative);
+        ``EV_SSIZE_MAX`` without a limit.  The group is not consulted
+        (``bufferevent_get_read_limit``)."""
+        return _ratelimit.get_limit(self, True)
+
+    def get_write_limit(self):
+        """This bufferevent's write bucket now, bytes; ``EV_SSIZE_MAX`` without
+        a limit (``bufferevent_get_write_limit``)."""
+        return _ratelimit.get_limit(self, False)
+
+    def decrement_read_limit(self, decr):
+        """Take *decr* bytes from the read bucket, e.g. for traffic sent
+        outside the bufferevent; negative adds (``bufferevent_decrement_read_limit``).
+
+        Reaching 0 or less suspends reading until a refill; going back above
+        0 resumes it at once.  The group's bucket is not touched.
+        :raises TypeError: not an int.  :raises RuntimeError: no rate limit set.
+        :returns: 0.
+        """
+        return _ratelimit.decrement_limit(self, True, decr)
+
+    def decrement_write_limit(self, decr):
+        """Take *decr* bytes from the write bucket; negative adds
+        (``bufferevent_decrement_write_limit``); see :meth:`decrement_read_limit`."""
+        return _ratelimit.decrement_limit(self, False, decr)
+
+    def add_to_rate_limit_group(self, group):
+        """Join *group* (a :class:`~gbufferevent.RateLimitGroup`), leaving any
+        other group (``bufferevent_add_to_rate_limit_group``).  Returns 0.
+
+        :raises TypeError: *group* is not a RateLimitGroup.
+        """
+        if not isinstance(group, _ratelimit.RateLimitGroup):
+            raise TypeError(f"group must be a RateLimitGroup, not {type(group).__name__}")
+        return group.add(self)
+
+    def remove_from_rate_limit_group(self):
+        """Leave the group, if any (``bufferevent_remove_from_rate_limit_group``). Returns 0."""
+        if self._group is not None:
+            self._group.remove(self)
+        return 0
 
     # ------------------------------------------------------------------
     # Triggers (called by kinds)
@@ -1186,3 +1260,8 @@ class Bufferevent:
         """A file object reading/writing through the blocking layer (``socket.makefile``)."""
         from ._fileio import makefile
         return makefile(self, mode, buffering, encoding, errors, newline)
+
+
+# Rate limiting builds on the SUSPEND_* bits above; imported last because
+# gbufferevent.ratelimit imports this module.
+from . import ratelimit as _ratelimit  # noqa: E402
