@@ -349,7 +349,7 @@ class TokenScheduler:
 
     def tick(self, tick_ms):
         """The current tick number for ticks of *tick_ms* milliseconds."""
-        return int(self.loop.now() * 1000.0) // tick_ms
+        return tick_of(self.loop.now(), tick_ms)
 
     def wait(self, tick_ms, client):
         """Call ``client._on_tick()`` at each *tick_ms* boundary until it returns False."""

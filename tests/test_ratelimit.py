@@ -330,7 +330,7 @@ def test_heartbeat_keeps_its_rhythm_during_throttled_transfers():
         server.stop()
     assert sorted(got.values()) == [120_000] * 3
     assert elapsed >= 0.5                     # 200 kB/s each: throttled indeed
-    assert len(gaps) >= 0.5 * elapsed / 0.01 and max(gaps) < 0.06
+    assert len(gaps) >= 0.5 * elapsed / 0.01 and max(gaps) < 0.1
 
 
 # -- groups ------------------------------------------------------------------------
@@ -522,6 +522,32 @@ def test_2000_members_share_a_group_cheaply_and_nobody_starves(keep):
     assert wall >= 0.5                         # 2000 x 64 B at 128 kB/s: really throttled
     assert cpu < 0.5 * wall
     assert max(counts) <= 2048
+
+
+def test_min_share_subsets_take_turns_so_no_member_starves(keep):
+    """40 loopback connections read through a group that serves only 4
+    min-share steps a tick: each tick wakes a different random subset, so all
+    get their turn (waking everyone would let the loop's fixed order pick the
+    same few winners every tick)."""
+    n, total = 40, 12_800                                     # 50 ticks' worth
+    g = keep(RateLimitGroup(cfg(256, tick=0.02)))
+    counts = [0] * n
+    enough = gevent.event.Event()
+
+    def readcb(bev, i):
+        counts[i] += len(bev.read())
+        if sum(counts) >= total:
+            enough.set()
+
+    for i in range(n):
+        a, b = keep(*tcp_pair())
+        g.add(b)
+        a.write(b"x" * 20_000)
+        b.setcb(readcb, None, None, i)
+        b.enable(EV_READ)
+    assert enough.wait(5)
+    assert min(counts) > 0, f"{counts.count(0)} members starved"
+    assert min(counts) >= max(counts) / 3
 
 
 # -- the scheduler ---------------------------------------------------------------
