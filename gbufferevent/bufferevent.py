@@ -577,6 +577,7 @@ class Bufferevent:
     # Rate limits (the logic lives in gbufferevent.ratelimit)
     # ------------------------------------------------------------------
 
+    @_owned
     def set_rate_limit(self, cfg):
         """Limit this bufferevent with token buckets (``bufferevent_set_rate_limit``).
 
@@ -609,6 +610,7 @@ class Bufferevent:
         a limit (``bufferevent_get_write_limit``)."""
         return _ratelimit.get_limit(self, False)
 
+    @_owned
     def decrement_read_limit(self, decr):
         """Take *decr* bytes from the read bucket, e.g. for traffic sent
         outside the bufferevent; negative adds (``bufferevent_decrement_read_limit``).
@@ -620,11 +622,13 @@ class Bufferevent:
         """
         return _ratelimit.decrement_limit(self, True, decr)
 
+    @_owned
     def decrement_write_limit(self, decr):
         """Take *decr* bytes from the write bucket; negative adds
         (``bufferevent_decrement_write_limit``); see :meth:`decrement_read_limit`."""
         return _ratelimit.decrement_limit(self, False, decr)
 
+    @_owned
     def add_to_rate_limit_group(self, group):
         """Join *group* (a :class:`~gbufferevent.RateLimitGroup`), leaving any
         other group (``bufferevent_add_to_rate_limit_group``).  Returns 0.
@@ -635,6 +639,7 @@ class Bufferevent:
             raise TypeError(f"group must be a RateLimitGroup, not {type(group).__name__}")
         return group.add(self)
 
+    @_owned
     def remove_from_rate_limit_group(self):
         """Leave the group, if any (``bufferevent_remove_from_rate_limit_group``). Returns 0."""
         if self._group is not None:

@@ -571,3 +571,35 @@ def test_scheduler_runs_one_timer_per_tick_length_and_none_when_idle(keep):
     for a in held:
         a.set_rate_limit(None)
     assert sched.active_timers() == timers0 and sched.waiting() == waiting0
+
+
+def test_limit_calls_from_another_thread_follow_threadsafe(keep):
+    """Like every mutator: handed to the hub with BEV_OPT_THREADSAFE, else raise."""
+    import threading
+    from gbufferevent import BEV_OPT_THREADSAFE
+    a, _ = keep(*pair_new(BEV_OPT_THREADSAFE))
+    c, _ = keep(*pair_new())
+    c1 = cfg(100)
+    errors = []
+    done = gevent.get_hub().loop.async_()
+    finished = gevent.event.Event()
+    done.start(finished.set)
+
+    def other_thread():
+        a.set_rate_limit(c1)
+        try:
+            c.set_rate_limit(c1)
+        except RuntimeError as exc:
+            errors.append(exc)
+        done.send()
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    try:
+        assert finished.wait(10)
+        t.join(10)
+        assert a.get_token_bucket_cfg() is c1       # ran on this hub, before done.send()
+        assert errors and "another thread" in str(errors[0])
+        assert c.get_token_bucket_cfg() is None
+    finally:
+        done.close()
