@@ -9,7 +9,6 @@ import time
 
 import gevent
 import gevent.event
-import gevent.socket
 import pytest
 
 from gbufferevent import (
@@ -18,6 +17,8 @@ from gbufferevent import (
     TokenScheduler, create_connection, pair_new,
 )
 from gbufferevent.server import BuffereventServer
+
+from conftest import loopback_pair
 
 LONG = 3600.0          # no tick boundary passes during a test
 
@@ -30,12 +31,7 @@ def cfg(rate, burst=None, tick=LONG):
 
 def tcp_pair():
     """Two connected SocketBufferevents over 127.0.0.1: (client, server)."""
-    ls = gevent.socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(1)
-    c = gevent.socket.create_connection(ls.getsockname())
-    s, _ = ls.accept()
-    ls.close()
+    c, s = loopback_pair()
     return (SocketBufferevent(c, BEV_OPT_CLOSE_ON_FREE),
             SocketBufferevent(s, BEV_OPT_CLOSE_ON_FREE))
 

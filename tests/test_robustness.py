@@ -15,6 +15,8 @@ from gbufferevent import (
 )
 from gbufferevent.server import BuffereventServer
 
+from conftest import loopback_pair
+
 
 def watch_free(bev):
     """An Event set when *bev* is freed."""
@@ -29,13 +31,7 @@ def watch_free(bev):
 
 
 def accepted_pair():
-    srv = gevent.socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    client = gevent.socket.create_connection(srv.getsockname())
-    server_side, _ = srv.accept()
-    srv.close()
-    return client, server_side
+    return loopback_pair()
 
 
 def test_close_with_undeliverable_output_frees_on_peer_reset():
