@@ -23,9 +23,9 @@ setup(
         "bench": ["trio>=0.22", "psutil>=5"],
     },
     entry_points={"console_scripts": ["gbufferevent=gbufferevent.cli:main"]},
+    license="BSD-3-Clause",
     classifiers=[
         "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: BSD License",
         "Topic :: System :: Networking",
     ],
 )

@@ -46,13 +46,16 @@ from gbufferevent import (  # noqa: E402
 )
 from gbufferevent.ssl_context import generate_self_signed_cert  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import print_table  # noqa: E402
+
 WRITE = 16 * 1024
 SOCKET = "socket kind"
 FILTER = "filter kind over SocketBufferevent"
-FILTER_TUNED = "  same, underlying max single r/w 256 KiB"
+FILTER_TUNED = "filter kind, underlying max single r/w 256 KiB"
 GEVENT = "gevent.ssl"
-CEILING = "pyOpenSSL memory BIOs, no loop (ceiling)"
-CEILING_SOCKET = "  same through a loopback socket (ceil+sock)"
+CEILING = "pyOpenSSL memory BIOs, no loop, no socket (ceiling)"
+CEILING_SOCKET = "memory BIOs + loopback socket, no loop (ceil+sock)"
 
 
 def pyopenssl_contexts(cert, key):
@@ -318,16 +321,15 @@ def main(argv=None):
         hps = {SOCKET: median_of(args.runs, handshakes_socket_kind, pctx, args.handshakes),
                GEVENT: median_of(args.runs, handshakes_gevent_ssl, sctx, args.handshakes)}
     gs, ceil, ceil_s = mbps[GEVENT], mbps[CEILING], mbps[CEILING_SOCKET]
-    w = 50
-    print(f"TLS 1.3 TLS_AES_256_GCM_SHA384, {args.mib} MiB in {WRITE // 1024} KiB writes, "
-          f"loopback, median of {args.runs}")
-    print(f"{'bulk throughput':{w}} {'MB/s':>8} {'vs gevent.ssl':>14} "
-          f"{'vs ceiling':>11} {'vs ceil+sock':>13}")
-    for name, v in mbps.items():
-        print(f"{name:{w}} {v:8.1f} {v / gs:13.2f}x {v / ceil:10.2f}x {v / ceil_s:12.2f}x")
-    print(f"{'handshakes (ECDSA P-256, new TCP each)':{w}} {'per s':>8} {'vs gevent.ssl':>14}")
-    for name, v in hps.items():
-        print(f"{name:{w}} {v:8.1f} {v / hps[GEVENT]:13.2f}x")
+    rows = [["bulk MB/s", name, f"{v:.0f}", f"{v / gs:.2f}x", f"{v / ceil:.2f}x",
+             f"{v / ceil_s:.2f}x"] for name, v in mbps.items()]
+    rows += [["handshakes/s", name, f"{v:.0f}", f"{v / hps[GEVENT]:.2f}x", "", ""]
+             for name, v in hps.items()]
+    print_table(f"TLS 1.3 TLS_AES_256_GCM_SHA384 over loopback: {args.mib} MiB in "
+                f"{WRITE // 1024} KiB writes; full handshakes, ECDSA P-256, new TCP "
+                f"connection each; median of {args.runs}",
+                ["measure", "contender", "value", "vs gevent.ssl", "vs ceiling",
+                 "vs ceil+sock"], rows)
     print(f"targets: socket kind >= 0.9x gevent.ssl: {mbps[SOCKET] / gs:.2f}x; "
           f"filter kind >= 0.7x no-loop ceiling: {mbps[FILTER] / ceil:.2f}x "
           f"({mbps[FILTER] / ceil_s:.2f}x of the ceiling with the socket; tuned "

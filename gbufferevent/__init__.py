@@ -13,6 +13,7 @@ from .errors import (
     SSLCertVerificationError, SSLEOFError, SSLError,
 )
 from .pair import PairBufferevent, pair_new
+from .ratelimit import RateLimitGroup, TokenBucketConfig, TokenScheduler
 from .socket import SocketBufferevent, create_connection
 from .ssl import (
     SSLFilterBufferevent, SSLSocketBufferevent, client_context, load_or_generate_cert,
@@ -24,7 +25,8 @@ __version__ = "0.1.0"
 __all__ = list(_constants_all) + [
     "Buffer", "Bufferevent", "DEFAULT_SEND_BUFFER", "SocketBufferevent",
     "create_connection", "PairBufferevent", "pair_new", "BuffereventClosedError", "CallbackError",
-    "IncompleteReadError", "LimitOverrunError", "__version__",
+    "IncompleteReadError", "LimitOverrunError", "RateLimitGroup", "TokenBucketConfig",
+    "TokenScheduler", "__version__",
     "SSLError", "SSLEOFError", "SSLCertVerificationError", "SSLSocketBufferevent",
     "SSLFilterBufferevent", "openssl_socket_new", "openssl_filter_new",
     "server_context", "client_context", "load_or_generate_cert",

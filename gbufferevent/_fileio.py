@@ -14,6 +14,7 @@ class BuffereventIO(io.RawIOBase):
         self._bev = bev
         self._reading = "r" in mode
         self._writing = "w" in mode
+        self._timed_out = False
 
     def readable(self):
         return self._reading
@@ -23,7 +24,15 @@ class BuffereventIO(io.RawIOBase):
 
     def readinto(self, b):
         self._checkClosed()
-        return self._bev.recv_into(b)
+        if self._timed_out:
+            # as socket.SocketIO: bytes already buffered above us would be
+            # out of order after a timeout, so refuse instead of losing them
+            raise OSError("cannot read from timed out object")
+        try:
+            return self._bev.recv_into(b)
+        except TimeoutError:
+            self._timed_out = True
+            raise
 
     def write(self, b):
         self._checkClosed()

@@ -83,7 +83,8 @@ class Buffer:
         ``bytes`` are stored by reference; other bytes-like objects are copied
         once.  Returns 0 (``evbuffer_add``).
         """
-        data = _as_bytes(data)
+        if type(data) is not bytes:
+            data = _as_bytes(data)
         if data:
             self._chunks.append(data)
             self._len += len(data)
@@ -128,7 +129,8 @@ class Buffer:
 
         Returns ``b""`` when empty (``evbuffer_remove``).
         """
-        _check_size(n, "n")
+        if type(n) is not int:
+            _check_size(n, "n")
         if n < 0 or n > self._len:
             n = self._len
         if n == 0:
@@ -182,7 +184,8 @@ class Buffer:
 
     def drain(self, n):
         """Discard up to *n* bytes from the front. Returns 0 (``evbuffer_drain``)."""
-        _check_size(n, "n")
+        if type(n) is not int:
+            _check_size(n, "n")
         if n < 0:
             raise ValueError("n must be >= 0")
         if n > self._len:
@@ -191,9 +194,16 @@ class Buffer:
             return 0
         chunks = self._chunks
         off = self._off + n
-        while chunks and off >= len(chunks[0]):
-            off -= len(chunks.popleft())
-        self._off = off if chunks else 0
+        first = len(chunks[0])
+        if off < first:
+            self._off = off
+        elif off == first:
+            chunks.popleft()
+            self._off = 0
+        else:
+            while chunks and off >= len(chunks[0]):
+                off -= len(chunks.popleft())
+            self._off = off if chunks else 0
         self._len -= n
         if self._on_drain is not None:
             self._on_drain()

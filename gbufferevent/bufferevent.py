@@ -23,17 +23,20 @@ Kinds (socket, pair, filter, TLS) subclass it the way libevent's
 Everything that waits waits on the hub: watchers, timers and
 ``loop.run_callback``; blocked greenlets wait on gevent ``Waiter`` objects.
 """
+import functools
 import logging
+import math
 import socket as _socket
 
 from gevent import getcurrent
+from gevent._hub_local import get_hub_if_exists
 from gevent.hub import Waiter, get_hub
 
 from .buffer import Buffer, _as_bytes, _check_size
 from .constants import (
     BEV_EVENT_CONNECTED, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_READING,
     BEV_EVENT_TIMEOUT, BEV_EVENT_WRITING, BEV_FINISHED, BEV_FLUSH, BEV_NORMAL,
-    BEV_OPT_DEFER_CALLBACKS, EV_READ, EV_SSIZE_MAX, EV_WRITE,
+    BEV_OPT_DEFER_CALLBACKS, BEV_OPT_THREADSAFE, EV_READ, EV_SSIZE_MAX, EV_WRITE,
     MAX_SINGLE_READ_DEFAULT, MAX_SINGLE_WRITE_DEFAULT, Event, FlushMode, Options,
     _ALL_EVENTS, _ALL_OPTIONS,
 )
@@ -57,6 +60,13 @@ SUSPEND_FILTER = 0x10      # a filter above does not want data yet
 #: ``send``/``sendall`` wait (unless a write high watermark is set), in bytes.
 DEFAULT_SEND_BUFFER = 256 * 1024
 
+#: A closing bufferevent whose output makes no progress for this many seconds
+#: (and has no write timeout of its own) gives up and is freed.
+CLOSE_LINGER = 60.0
+#: Bytes the blocking layer may move through its fast paths before it yields
+#: to the hub once, so a greenlet that always finds data cannot starve others.
+FAST_PATH_BUDGET = 512 * 1024
+
 _PEND_READ = 1
 _PEND_WRITE = 2
 _TIMED_OUT = object()
@@ -78,8 +88,9 @@ def _check_timeout(value, argname):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{argname} must be a number of seconds or None, "
                         f"not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{argname} must be >= 0 seconds")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{argname} must be a finite number of seconds >= 0, "
+                         f"not {value!r}")
     return float(value) or None
 
 
@@ -87,6 +98,30 @@ def _check_cb(cb, argname):
     if cb is not None and not callable(cb):
         raise TypeError(f"{argname} must be callable or None, not {type(cb).__name__}")
     return cb
+
+
+def _owned(method):
+    """Run *method* on the bufferevent's own hub.
+
+    A bufferevent belongs to the hub (thread) that made it.  Called from
+    another thread, the call is handed to that hub with
+    ``loop.run_callback_threadsafe`` if the bufferevent has
+    ``BEV_OPT_THREADSAFE`` (and returns 0 at once), else it raises
+    ``RuntimeError``.
+    """
+    name = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        if get_hub_if_exists() is self.hub:
+            return method(self, *args)
+        if not self.options & BEV_OPT_THREADSAFE:
+            raise RuntimeError(
+                f"{name}() called from another thread: a bufferevent belongs to the "
+                "hub that made it (create it with BEV_OPT_THREADSAFE to allow this)")
+        self.loop.run_callback_threadsafe(method, self, *args)
+        return 0
+    return wrapper
 
 
 class Bufferevent:
@@ -141,6 +176,7 @@ class Bufferevent:
         self._readers = []
         self._writers = []         # (waiter, threshold)
         self._sock_timeout = None
+        self._fast_budget = FAST_PATH_BUDGET
 
     def __repr__(self):
         state = "freed" if self._freed else f"enabled={self._enabled:#x}"
@@ -151,6 +187,7 @@ class Bufferevent:
     # Callbacks
     # ------------------------------------------------------------------
 
+    @_owned
     def setcb(self, readcb, writecb, eventcb, cbarg=None):
         """Set the callbacks (``bufferevent_setcb``).
 
@@ -160,9 +197,12 @@ class Bufferevent:
         and CONNECTED (``events`` is a :class:`~gbufferevent.Event`).  Any may
         be None.  Callbacks run in the hub and must not block.
         """
-        self._readcb = _check_cb(readcb, "readcb")
-        self._writecb = _check_cb(writecb, "writecb")
-        self._eventcb = _check_cb(eventcb, "eventcb")
+        readcb = _check_cb(readcb, "readcb")
+        writecb = _check_cb(writecb, "writecb")
+        eventcb = _check_cb(eventcb, "eventcb")
+        if self._freed and (readcb or writecb or eventcb):
+            self._check_alive()
+        self._readcb, self._writecb, self._eventcb = readcb, writecb, eventcb
         self._cbarg = cbarg
         return 0
 
@@ -174,6 +214,7 @@ class Bufferevent:
     # Enable / disable / suspension
     # ------------------------------------------------------------------
 
+    @_owned
     def enable(self, events):
         """Enable reading and/or writing (``bufferevent_enable``).
 
@@ -187,6 +228,7 @@ class Bufferevent:
         self._update_io()
         return 0
 
+    @_owned
     def disable(self, events):
         """Disable reading and/or writing (``bufferevent_disable``). Returns 0."""
         _check_events(events)
@@ -244,6 +286,7 @@ class Bufferevent:
     # Watermarks
     # ------------------------------------------------------------------
 
+    @_owned
     def setwatermark(self, events, lowmark, highmark):
         """Set the watermarks of one or both directions (``bufferevent_setwatermark``).
 
@@ -256,6 +299,9 @@ class Bufferevent:
         :raises ValueError: negative marks or unknown bits.
         """
         _check_events(events)
+        if not events:
+            raise ValueError("events must include EV_READ and/or EV_WRITE")
+        self._check_alive()
         for name, v in (("lowmark", lowmark), ("highmark", highmark)):
             _check_size(v, name)
             if v < 0:
@@ -292,17 +338,34 @@ class Bufferevent:
     def write(self, data):
         """Append *data* to ``output``; never blocks (``bufferevent_write``).
 
+        From another thread (with ``BEV_OPT_THREADSAFE``) the bytes are copied
+        at once and appended by the bufferevent's hub.
+
         :param data: a bytes-like object (``str`` raises TypeError).
         :raises BuffereventClosedError: the bufferevent was freed or closed.
         :returns: 0.
         """
-        data = _as_bytes(data)
+        if type(data) is not bytes:
+            data = _as_bytes(data)
+        if get_hub_if_exists() is not self.hub:
+            return self._write_from_thread(data)
+        if self._freed or self._closing or self._shut_wr:
+            self._check_alive(writing=True)
+        self.output.add(data)
+        return 0
+
+    @_owned
+    def _write_from_thread(self, data):
         self._check_alive(writing=True)
         self.output.add(data)
         return 0
 
     def write_buffer(self, buf):
         """Move all of *buf* to ``output`` (``bufferevent_write_buffer``). Returns 0."""
+        if get_hub_if_exists() is not self.hub:
+            taken = Buffer()
+            taken.add_buffer(buf)
+            return self._write_from_thread(taken.remove())
         self._check_alive(writing=True)
         return self.output.add_buffer(buf)
 
@@ -318,6 +381,7 @@ class Bufferevent:
         self.input.remove_buffer(buf)
         return 0
 
+    @_owned
     def flush(self, iotype=EV_READ | EV_WRITE, mode=BEV_FLUSH):
         """Force bytes through, as far as this kind can (``bufferevent_flush``).
 
@@ -341,6 +405,7 @@ class Bufferevent:
     # Timeouts
     # ------------------------------------------------------------------
 
+    @_owned
     def set_timeouts(self, read, write):
         """Set the read and write timeouts in seconds; None or 0 turns one off.
 
@@ -352,6 +417,7 @@ class Bufferevent:
         """
         self._rtimeout = _check_timeout(read, "read")
         self._wtimeout = _check_timeout(write, "write")
+        self._check_alive()
         now = self.loop.now()
         self._rlast = self._wlast = now
         for attr in ("_rtimer", "_wtimer"):
@@ -416,6 +482,11 @@ class Bufferevent:
         if left > 0.0005:
             self._arm("_wtimer", left, self._on_wtimeout)
             return
+        if self._closing:
+            log.info("%r: output made no progress for %.1f s while closing; "
+                     "dropping %d bytes", self, self._wtimeout, len(self.output))
+            self.free()
+            return
         self._enabled &= ~EV_WRITE
         self._update_io()
         self._trigger_event(BEV_EVENT_TIMEOUT | BEV_EVENT_WRITING)
@@ -473,8 +544,10 @@ class Bufferevent:
             return self._max_write
         return self._rl_max(False)
 
-    def _rl_max(self, reading):  # replaced when rate limiting is in use
-        return self._max_read if reading else self._max_write
+    def _rl_max(self, reading):
+        """Step size under rate limits (:func:`gbufferevent.ratelimit.max_step`);
+        0 suspends the direction until the scheduler refills it."""
+        return _ratelimit.max_step(self, reading)
 
     def _read_allowance(self):
         """Bytes one read step may add to ``input`` now (0: do not read)."""
@@ -496,9 +569,86 @@ class Bufferevent:
 
     def _charge_read(self, n):
         """Report *n* bytes read (rate limits, group totals)."""
+        if self._rl is not None or self._group is not None:
+            _ratelimit.charge(self, n, True)
 
     def _charge_write(self, n):
         """Report *n* bytes written (rate limits, group totals)."""
+        if self._rl is not None or self._group is not None:
+            _ratelimit.charge(self, n, False)
+
+    # ------------------------------------------------------------------
+    # Rate limits (the logic lives in gbufferevent.ratelimit)
+    # ------------------------------------------------------------------
+
+    @_owned
+    def set_rate_limit(self, cfg):
+        """Limit this bufferevent with token buckets (``bufferevent_set_rate_limit``).
+
+        :param cfg: a :class:`~gbufferevent.TokenBucketConfig` (rates and
+            bursts in bytes per tick), or None to remove the limit (lifting any
+            suspension it caused; group membership stays).  The buckets start
+            with one tick's worth; setting the same cfg again is a no-op, a
+            different one keeps the levels clipped to its bursts.  Bytes are
+            counted where they leave ``output`` and enter ``input``, on every
+            kind of bufferevent.
+        :raises TypeError: *cfg* is neither.
+        :raises BuffereventClosedError: the bufferevent was freed.
+        :returns: 0.
+        """
+        return _ratelimit.set_rate_limit(self, cfg)
+
+    def get_token_bucket_cfg(self):
+        """The :class:`~gbufferevent.TokenBucketConfig` set, or None
+        (``bufferevent_get_token_bucket_cfg``)."""
+        return None if self._rl is None else self._rl.cfg
+
+    def get_read_limit(self):
+        """This bufferevent's read bucket now, bytes (may be negative);
+        ``EV_SSIZE_MAX`` without a limit.  The group is not consulted
+        (``bufferevent_get_read_limit``)."""
+        return _ratelimit.get_limit(self, True)
+
+    def get_write_limit(self):
+        """This bufferevent's write bucket now, bytes; ``EV_SSIZE_MAX`` without
+        a limit (``bufferevent_get_write_limit``)."""
+        return _ratelimit.get_limit(self, False)
+
+    @_owned
+    def decrement_read_limit(self, decr):
+        """Take *decr* bytes from the read bucket, e.g. for traffic sent
+        outside the bufferevent; negative adds (``bufferevent_decrement_read_limit``).
+
+        Reaching 0 or less suspends reading until a refill; going back above
+        0 resumes it at once.  The group's bucket is not touched.
+        :raises TypeError: not an int.  :raises RuntimeError: no rate limit set.
+        :returns: 0.
+        """
+        return _ratelimit.decrement_limit(self, True, decr)
+
+    @_owned
+    def decrement_write_limit(self, decr):
+        """Take *decr* bytes from the write bucket; negative adds
+        (``bufferevent_decrement_write_limit``); see :meth:`decrement_read_limit`."""
+        return _ratelimit.decrement_limit(self, False, decr)
+
+    @_owned
+    def add_to_rate_limit_group(self, group):
+        """Join *group* (a :class:`~gbufferevent.RateLimitGroup`), leaving any
+        other group (``bufferevent_add_to_rate_limit_group``).  Returns 0.
+
+        :raises TypeError: *group* is not a RateLimitGroup.
+        """
+        if not isinstance(group, _ratelimit.RateLimitGroup):
+            raise TypeError(f"group must be a RateLimitGroup, not {type(group).__name__}")
+        return group.add(self)
+
+    @_owned
+    def remove_from_rate_limit_group(self):
+        """Leave the group, if any (``bufferevent_remove_from_rate_limit_group``). Returns 0."""
+        if self._group is not None:
+            self._group.remove(self)
+        return 0
 
     # ------------------------------------------------------------------
     # Triggers (called by kinds)
@@ -506,13 +656,14 @@ class Bufferevent:
 
     def _trigger_read(self):
         """Bytes were appended to ``input``: readcb, blocked readers, watermark."""
-        self._note_read()
-        inp = self.input
-        if self._rd_hi and len(inp) >= self._rd_hi:
+        if self._rtimeout:
+            self._rlast = self.loop.now()
+        n = self.input._len
+        if self._rd_hi and n >= self._rd_hi:
             self._suspend_read(SUSPEND_WM)
         if self._readers:
             self._wake_readers()
-        if self._readcb is not None and len(inp) >= self._rd_lo:
+        if self._readcb is not None and n >= self._rd_lo:
             if self._deferred:
                 self._pend |= _PEND_READ
                 self._schedule()
@@ -521,9 +672,9 @@ class Bufferevent:
 
     def _trigger_write(self):
         """Bytes left ``output``: writecb, blocked writers, close/shutdown."""
-        self._note_write()
-        out = self.output
-        n = len(out)
+        if self._wtimeout:
+            self._wlast = self.loop.now()
+        n = self.output._len
         if not n:
             if self._shut_wr and not self._shut_wr_done:
                 self._shut_wr_done = True
@@ -545,6 +696,12 @@ class Bufferevent:
     def _trigger_event(self, what, exc=None):
         """Report EOF/ERROR/TIMEOUT/CONNECTED (with READING/WRITING bits)."""
         what = Event(what)
+        if self._closing and what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT):
+            # close() was waiting to deliver output that now cannot go out
+            if what & BEV_EVENT_ERROR and self._error is None:
+                self._error = exc
+            self.free()
+            return
         if what & BEV_EVENT_EOF and what & BEV_EVENT_READING:
             self._eof = True
         if what & BEV_EVENT_ERROR and self._error is None:
@@ -648,6 +805,7 @@ class Bufferevent:
                 "bufferevent is freed" if self._freed else
                 "bufferevent is closed for writing")
 
+    @_owned
     def free(self):
         """Release the bufferevent now (``bufferevent_free``).
 
@@ -671,8 +829,7 @@ class Bufferevent:
         try:
             self._be_free()
         finally:
-            err = BuffereventClosedError(
-                "bufferevent was closed in another greenlet")
+            err = BuffereventClosedError("bufferevent was freed while this call waited")
             self._wake_all(self._readers, err)
             self._wake_all(self._writers, err)
 
@@ -740,6 +897,13 @@ class Bufferevent:
             raise RuntimeError(
                 "blocking bufferevent call from the hub (a callback); "
                 "use the callback API there or spawn a greenlet")
+        if get_hub_if_exists() is not hub:
+            raise RuntimeError("blocking bufferevent calls must come from a greenlet "
+                               "of the thread (hub) that made the bufferevent")
+        if self._sock_timeout == 0.0:
+            raise BlockingIOError(11, "bufferevent is non-blocking (timeout 0) and "
+                                      "the call would block")
+        self._fast_budget = FAST_PATH_BUDGET
         w = Waiter(hub)
         entry = w if entry_extra is None else (w, entry_extra)
         waiters.append(entry)
@@ -765,6 +929,16 @@ class Bufferevent:
         if isinstance(result, BaseException):
             raise result
 
+    def _fast_path_used(self, n):
+        """Count bytes moved without waiting; yield to the hub once the budget
+        is spent (other greenlets and timers run, then we continue)."""
+        self._fast_budget -= n
+        if self._fast_budget <= 0:
+            self._fast_budget = FAST_PATH_BUDGET
+            w = Waiter(self.hub)
+            self.loop.run_callback(w.switch, None)
+            w.get()
+
     def _wake_all(self, waiters, value=None):
         if not waiters:
             return
@@ -788,12 +962,22 @@ class Bufferevent:
                 keep.append(entry)
         writers[:] = keep
 
+    def _no_transport(self):
+        """Kind hook: an OSError if this bufferevent has no way to move bytes
+        (e.g. a socket bufferevent with no fd and no connect in progress), so
+        blocking calls fail instead of waiting forever; else None."""
+        return None
+
     def _read_ready(self):
         """For blocked readers: True to return b"" (EOF), raise on error."""
         if self._error is not None:
             raise self._error
         if self._freed or self._closing:
             raise BuffereventClosedError()
+        if not self._eof:
+            err = self._no_transport()
+            if err is not None:
+                raise err
         return self._eof
 
     def _await_data(self, deadline):
@@ -817,21 +1001,48 @@ class Bufferevent:
         _check_size(bufsize, "bufsize")
         if bufsize < 0:
             raise ValueError("bufsize must be >= 0")
+        if bufsize == 0:
+            return b""
         deadline = None
         while True:
             if self.input._len:
                 return self.input.remove(bufsize)
             if self._read_ready():
                 return b""
+            if self._readcb is None:
+                data = self._direct_recv(bufsize)
+                if data:
+                    self._fast_path_used(len(data))
+                    return data
             if deadline is None:
                 deadline = self._deadline()
             self._await_data(deadline)
 
+    def _direct_recv(self, n):
+        """Kind hook: read up to *n* bytes straight from the transport for a
+        blocked reader when ``input`` is empty and no readcb is set (same
+        caps, limits and accounting as a read step).  None: not possible now."""
+        return None
+
+    def _direct_send(self, data):
+        """Kind hook: hand *data* (bytes) straight to the transport when
+        ``output`` is empty and no writecb is set, step by step within the
+        same caps and limits.  Returns the number of bytes taken (0: none)."""
+        return 0
+
     def recv_into(self, buffer, nbytes=0, flags=0):
         """Like :meth:`recv`, into a writable buffer; returns the byte count."""
-        view = memoryview(buffer).cast("B")
+        view = memoryview(buffer)
+        if view.readonly:
+            raise TypeError("recv_into() needs a writable buffer")
+        view = view.cast("B")
+        _check_size(nbytes, "nbytes")
+        if nbytes < 0 or nbytes > len(view):
+            raise ValueError("nbytes must be between 0 and len(buffer)")
         n = nbytes or len(view)
-        data = self.recv(min(n, len(view)))
+        if n == 0:
+            return 0
+        data = self.recv(n)
         view[:len(data)] = data
         return len(data)
 
@@ -866,6 +1077,7 @@ class Bufferevent:
             or within the read high watermark.
         """
         sep = _as_bytes(separator, "separator")
+        _check_size(limit, "limit")
         if not sep:
             raise ValueError("separator must not be empty")
         deadline = self._deadline()
@@ -928,6 +1140,9 @@ class Bufferevent:
             raise self._error
         if self._freed:
             raise BuffereventClosedError()
+        err = self._no_transport()
+        if err is not None:
+            raise err
 
     def _check_sendable(self):
         if self._error is not None:
@@ -943,6 +1158,11 @@ class Bufferevent:
         """
         data = _as_bytes(data)
         self._check_sendable()
+        if not self.output._len and self._writecb is None and data:
+            n = self._direct_send(data)
+            if n:
+                self._fast_path_used(n)
+                return n
         limit = self._send_limit()
         self._wait_writable(limit - 1, self._deadline())
         self._check_sendable()
@@ -960,10 +1180,17 @@ class Bufferevent:
         after :meth:`settimeout` seconds.
         """
         data = _as_bytes(data)
-        deadline = self._deadline()
-        limit = self._send_limit()
         total = len(data)
         pos = 0
+        if not self.output._len and self._writecb is None and total:
+            self._check_sendable()
+            pos = self._direct_send(data)
+            if pos:
+                self._fast_path_used(pos)
+            if pos == total:
+                return
+        deadline = self._deadline()
+        limit = self._send_limit()
         view = memoryview(data) if total > limit else None
         while pos < total:
             self._check_sendable()
@@ -972,7 +1199,7 @@ class Bufferevent:
                 self._wait_writable(limit - 1, deadline)
                 continue
             if view is None:
-                self.write(data)
+                self.write(data if not pos else data[pos:])
                 pos = total
             else:
                 chunk = view[pos:pos + room].tobytes()
@@ -984,6 +1211,7 @@ class Bufferevent:
         """Block until ``output`` is empty (everything handed to the transport)."""
         self._wait_writable(0, self._deadline())
 
+    @_owned
     def shutdown(self, how):
         """``socket.shutdown``: ``SHUT_WR`` delivers pending output, then ends the
         stream for the peer (FIN; EOF on a pair partner); reading goes on.
@@ -1003,6 +1231,7 @@ class Bufferevent:
             else:
                 self.enable(EV_WRITE)
 
+    @_owned
     def close(self):
         """Close like a socket: pending output is delivered, then the transport
         is closed (with ``BEV_OPT_CLOSE_ON_FREE``) and the bufferevent freed.
@@ -1016,12 +1245,16 @@ class Bufferevent:
         self._closing = True
         self._readcb = None
         self._enabled &= ~EV_READ
-        err = BuffereventClosedError("bufferevent was closed in another greenlet")
+        err = BuffereventClosedError("bufferevent was closed while this call waited")
         self._wake_all(self._readers, err)
         self._wake_all(self._writers, err)
         if self.output and self._error is None:
+            if not self._wtimeout:
+                self._wtimeout = CLOSE_LINGER
             self._enabled |= EV_WRITE
             self._update_io()
+            if self._wtimeout and not self._freed:
+                self._adj_timeouts()
         else:
             self._be_close_ready()
 
@@ -1036,3 +1269,8 @@ class Bufferevent:
         """A file object reading/writing through the blocking layer (``socket.makefile``)."""
         from ._fileio import makefile
         return makefile(self, mode, buffering, encoding, errors, newline)
+
+
+# Rate limiting builds on the SUSPEND_* bits above; imported last because
+# gbufferevent.ratelimit imports this module.
+from . import ratelimit as _ratelimit  # noqa: E402

@@ -4,6 +4,9 @@ Commands:
 
 ``echo``
     An echo server on :class:`~gbufferevent.server.BuffereventServer`.
+``tunnel``
+    A TCP relay with optional TLS on either side, zlib compression and rate
+    limits (:mod:`gbufferevent.tunnel`).
 """
 import argparse
 import logging
@@ -40,11 +43,14 @@ def parse_hostport(text, default_host="127.0.0.1"):
 
 
 def _echo_handler(bev, address):
-    while True:
-        data = bev.recv(65536)
-        if not data:
-            break
-        bev.sendall(data)
+    try:
+        while True:
+            data = bev.recv(65536)
+            if not data:
+                break
+            bev.sendall(data)
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        log.debug("%s went away: %s", address, exc)   # a normal end for a client
 
 
 def cmd_echo(args):
@@ -73,6 +79,83 @@ def cmd_echo(args):
     return 0
 
 
+def _size(text):
+    from .tunnel import parse_size
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _pem_pair(text):
+    cert, sep, key = text.partition(",")
+    if not sep or not cert or not key:
+        raise argparse.ArgumentTypeError("use --tls-in CERT,KEY (or --tls-in alone)")
+    return cert, key
+
+
+def _print_stats(tunnel, every):
+    while True:
+        gevent.sleep(every)           # the reporting period itself
+        totals = tunnel.totals()
+        for c in tunnel.connections():
+            secs = max(c["seconds"], 1e-9)
+            print(f"  {c['peer']}: in {c['client_to_target']} B "
+                  f"({c['client_to_target'] / secs / 1e3:.1f} kB/s), "
+                  f"out {c['target_to_client']} B "
+                  f"({c['target_to_client'] / secs / 1e3:.1f} kB/s)", flush=True)
+        line = (f"stats: {totals['connections']} open, "
+                f"in {totals['client_to_target']} B, out {totals['target_to_client']} B")
+        if "group_read" in totals:
+            line += f", group totals read {totals['group_read']} B " \
+                    f"written {totals['group_written']} B"
+        print(line, flush=True)
+
+
+def cmd_tunnel(args):
+    from .tunnel import Tunnel
+    tls_in = None
+    if args.tls_in is not None:
+        from .ssl import load_or_generate_cert
+        cert, key = args.tls_in if args.tls_in is not True else (None, None)
+        try:
+            cert, key, fingerprint = load_or_generate_cert(cert, key)
+        except (OSError, ValueError) as exc:
+            print(f"gbufferevent tunnel: cannot load certificate: {exc}", file=sys.stderr)
+            return 2
+        tls_in = (cert, key)
+        print(f"TLS certificate {cert} (SHA-256 {fingerprint})", flush=True)
+    try:
+        tunnel = Tunnel(args.connect, args.listen, tls_out=args.tls_out or None,
+                        tls_in=tls_in, ca=args.ca, insecure=args.insecure,
+                        server_hostname=args.server_name, compress=args.compress,
+                        rate=args.rate, conn_rate=args.conn_rate, burst=args.burst,
+                        tick=args.tick / 1000.0, min_share=args.min_share)
+    except Exception as exc:  # noqa: BLE001 - a clear message, not a traceback
+        print(f"gbufferevent tunnel: {exc}", file=sys.stderr)
+        return 2
+    try:
+        tunnel.start()
+    except OSError as exc:
+        print(f"gbufferevent tunnel: cannot listen on {args.listen[0]}:{args.listen[1]}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    host, port = tunnel.address[:2]
+    print(f"tunnel listening on {host}:{port} -> {args.connect[0]}:{args.connect[1]}",
+          flush=True)
+    stats = gevent.spawn(_print_stats, tunnel, args.stats) if args.stats else None
+    stop = gevent.event.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(sig, stop.set)
+    stop.wait(args.duration)
+    print("tunnel stopping", flush=True)
+    tunnel.stop(args.grace)
+    if stats is not None:
+        stats.kill()
+    print("tunnel stopped", flush=True)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="gbufferevent",
@@ -96,6 +179,44 @@ def build_parser():
     echo.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
                       help="how long open connections may finish when stopping")
     echo.set_defaults(func=cmd_echo)
+
+    tun = sub.add_parser(
+        "tunnel", help="relay TCP through TLS, compression and rate limits",
+        description="Relay each accepted connection to the target, both ways. Two "
+                    "tunnels (client end: --tls-out --compress; server end: --tls-in "
+                    "--compress) make an encrypted, compressed, capped tunnel. Sizes "
+                    "take k/M/G (decimal) or Ki/Mi/Gi (binary).")
+    tun.add_argument("--listen", type=parse_hostport, required=True, metavar="HOST:PORT")
+    tun.add_argument("--connect", type=parse_hostport, required=True, metavar="HOST:PORT")
+    tun.add_argument("--tls-out", action="store_true",
+                     help="TLS towards the target (verified unless --insecure)")
+    tun.add_argument("--tls-in", nargs="?", const=True, type=_pem_pair, default=None,
+                     metavar="CERT,KEY",
+                     help="terminate TLS from clients; without files a self-signed "
+                          "certificate is generated and cached")
+    tun.add_argument("--ca", metavar="FILE", help="CA bundle to verify the target with")
+    tun.add_argument("--insecure", action="store_true",
+                     help="do not verify the target's certificate")
+    tun.add_argument("--server-name", metavar="NAME",
+                     help="name to verify and send as SNI (default: the --connect host)")
+    tun.add_argument("--compress", nargs="?", const=6, type=int, default=None,
+                     metavar="LEVEL", help="zlib-compress inside the TLS layer (both ends)")
+    tun.add_argument("--rate", type=_size, metavar="BYTES_PER_S",
+                     help="bandwidth cap shared by all connections")
+    tun.add_argument("--conn-rate", type=_size, metavar="BYTES_PER_S",
+                     help="bandwidth cap of each connection")
+    tun.add_argument("--burst", type=_size, metavar="BYTES", help="token bucket size")
+    tun.add_argument("--tick", type=float, default=100.0, metavar="MS",
+                     help="token bucket tick in milliseconds (default 100)")
+    tun.add_argument("--min-share", type=_size, metavar="BYTES",
+                     help="rate-limit group minimum share (default 64)")
+    tun.add_argument("--stats", type=float, metavar="SECONDS",
+                     help="print throughput every SECONDS")
+    tun.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                     help="stop after this many seconds (default: until SIGINT/SIGTERM)")
+    tun.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
+                     help="how long open connections may finish when stopping")
+    tun.set_defaults(func=cmd_tunnel)
     return parser
 
 

@@ -12,7 +12,7 @@ Callbacks are always deferred (``BEV_OPT_DEFER_CALLBACKS`` is forced on): a
 readcb never runs inside the ``write()`` that caused it, so two members that
 answer each other from callbacks never grow the stack.
 """
-from .bufferevent import Bufferevent
+from .bufferevent import Bufferevent, _owned
 from .constants import (
     BEV_EVENT_EOF, BEV_EVENT_READING, BEV_EVENT_WRITING, BEV_FINISHED,
     BEV_OPT_DEFER_CALLBACKS, EV_READ, EV_WRITE,
@@ -45,16 +45,23 @@ class PairBufferevent(Bufferevent):
         p = self._partner
         if p is None or self._pumping or not self.output._len:
             return
-        if not self._can_write() or not p._can_read():
+        if self._susp_w or not self._enabled & EV_WRITE or p._susp_r \
+                or not p._enabled & EV_READ or self._freed or p._freed:
             return
-        n = min(self._write_allowance(), p._read_allowance())
-        if n <= 0:
-            return
+        limited = self._rl is not None or self._group is not None \
+            or p._rl is not None or p._group is not None
+        if limited or p._rd_hi:
+            n = min(self._write_allowance(), p._read_allowance())
+            if n <= 0:
+                return
+        else:
+            n = self._max_write if self._max_write < p._max_read else p._max_read
         self._pumping = True
         try:
             moved = self.output.remove_buffer(p.input, n)
-            self._charge_write(moved)
-            p._charge_read(moved)
+            if limited:
+                self._charge_write(moved)
+                p._charge_read(moved)
             p._trigger_read()
             self._trigger_write()
         finally:
@@ -67,6 +74,11 @@ class PairBufferevent(Bufferevent):
         self._pump_scheduled = False
         if not self._freed:
             self._pump()
+
+    def _output_added(self):
+        if self._wtimeout:
+            self._adj_timeouts()
+        self._pump()
 
     def _update_io(self):
         if self._rtimeout or self._wtimeout:
@@ -129,6 +141,21 @@ class PairBufferevent(Bufferevent):
             self._be_shutdown_write()
         self.free()
 
+    @_owned
+    def close(self):
+        """Deliver pending output to the partner (even past its read high
+        watermark, as a ``BEV_FINISHED`` flush would), give it EOF, then free.
+        Never blocks; a member without partner is simply freed."""
+        if self._freed or self._closing:
+            return
+        p = self._partner
+        if p is None:
+            self.free()                  # nobody to deliver to
+            return
+        if self.output._len:
+            self._force(self, p)
+        super().close()
+
     def _be_free(self):
         p = self._partner
         self._partner = None
@@ -139,8 +166,27 @@ class PairBufferevent(Bufferevent):
     def _unlink(self):
         """Our partner was freed: no more data, no event; wake blocked greenlets."""
         self._unlinked = True
+        for t in (self._rtimer, self._wtimer):
+            if t is not None:
+                t.stop()
         self._wake_all(self._readers)
         self._wake_all(self._writers)
+
+    def _adj_timeouts(self):
+        if not self._unlinked:       # an unlinked member gets no events
+            super()._adj_timeouts()
+
+    def _trigger_event(self, what, exc=None):
+        if self._unlinked and not self._closing:
+            self._wake_all(self._readers)
+            self._wake_all(self._writers)
+            return
+        super()._trigger_event(what, exc)
+
+    def _no_transport(self):
+        if self._partner is None and not self._unlinked:
+            return OSError(107, "pair member has no partner")
+        return None
 
     # -- blocking layer on a survivor -----------------------------------------
 

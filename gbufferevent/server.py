@@ -43,6 +43,10 @@ class BuffereventServer(StreamServer):
                  rate_limit=None, options=BEV_OPT_CLOSE_ON_FREE, **kwargs):
         if handle is not None and not callable(handle):
             raise TypeError("handle must be callable")
+        from .constants import _ALL_OPTIONS
+        if isinstance(options, bool) or not isinstance(options, int) \
+                or options & ~_ALL_OPTIONS or options < 0:
+            raise ValueError(f"options must be BEV_OPT_* flags, not {options!r}")
         self.bev_handle = handle
         self.ssl_context = ssl_context
         self.rate_limit_group = rate_limit_group

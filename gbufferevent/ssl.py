@@ -53,13 +53,13 @@ Connections.  ``Context`` objects may be shared between threads once
 configured.
 """
 import socket as _socket
-
-from OpenSSL import SSL
-
+import weakref
 from collections import deque
 from itertools import islice
 
-from .bufferevent import SUSPEND_FILTER, SUSPEND_LOOKUP, Bufferevent
+from OpenSSL import SSL
+
+from .bufferevent import SUSPEND_FILTER, SUSPEND_LOOKUP, Bufferevent, _owned
 from .constants import (
     BEV_EVENT_CONNECTED, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_READING,
     BEV_EVENT_TIMEOUT, BEV_EVENT_WRITING, BEV_FINISHED, BEV_OPT_CLOSE_ON_FREE,
@@ -67,7 +67,7 @@ from .constants import (
     EV_READ, EV_WRITE, SSLState,
 )
 from .errors import SSLCertVerificationError, SSLEOFError, SSLError
-from .socket import _WOULDBLOCK, SocketBufferevent, _is_numeric_host
+from .socket import _WOULDBLOCK, SocketBufferevent, _is_connected, _is_numeric_host
 from .ssl_context import (
     check_hostname, client_context, load_or_generate_cert, server_context,
 )
@@ -77,7 +77,7 @@ from .ssl_errors import (
 )
 
 __all__ = [
-    "openssl_socket_new", "openssl_filter_new", "SSLSocketBufferevent",
+    "openssl_socket_new", "openssl_filter_new", "set_verify_name", "SSLSocketBufferevent",
     "SSLFilterBufferevent", "server_bufferevent", "server_context", "client_context",
     "load_or_generate_cert", "SSLError", "SSLEOFError", "SSLCertVerificationError",
     "OpenSSLErrorCode", "DEFAULT_SHUTDOWN_TIMEOUT", "HANDSHAKE_TIMEOUT",
@@ -103,6 +103,30 @@ _CALLBACK_BYTES = 256 * 1024
 _BATCH = 4
 _DEFAULT = object()
 _DIRECTIONS = BEV_EVENT_READING | BEV_EVENT_WRITING
+_verify_names = weakref.WeakKeyDictionary()     # Connection -> host name or IP
+
+
+def set_verify_name(ssl, name):
+    """Have TLS bufferevents check the peer certificate of *ssl* against *name*.
+
+    OpenSSL's ``SSL_set1_host``, which pyOpenSSL does not offer: once a TLS
+    bufferevent made with this Connection finishes its handshake, and if the
+    Connection verifies its peer (``VERIFY_PEER``), the certificate must be
+    valid for *name* (a DNS name, wildcards per RFC 6125, or an IP literal),
+    else the handshake fails with ``SSLCertVerificationError`` (an ERROR
+    event).  ``server_hostname=`` and ``connect_hostname()`` do the same.
+
+    :param ssl: an ``OpenSSL.SSL.Connection``.
+    :param name: str, or None to check no name.
+    """
+    if not isinstance(ssl, SSL.Connection):
+        raise TypeError(f"ssl must be an OpenSSL.SSL.Connection, not {type(ssl).__name__}")
+    if name is None:
+        _verify_names.pop(ssl, None)
+    elif isinstance(name, str) and name:
+        _verify_names[ssl] = name
+    else:
+        raise TypeError("name must be a non-empty str or None")
 
 
 def _check_connection(ssl):
@@ -142,7 +166,8 @@ class _TLSCore:
         self._state = _check_state(state)
         if server_hostname is not None and not isinstance(server_hostname, str):
             raise TypeError("server_hostname must be a str or None")
-        self._hostname = server_hostname
+        self._hostname = server_hostname if server_hostname is not None \
+            else _verify_names.get(ssl)
         if state == BUFFEREVENT_SSL_CONNECTING:
             ssl.set_connect_state()
             if server_hostname and not _is_numeric_host(server_hostname):
@@ -158,6 +183,7 @@ class _TLSCore:
         self._wblocked = False      # ... once input arrives (WANT_READ)
         self._ssl_errors = []
         self._allow_dirty = False
+        self._half_close = False
         self._tls_ended = False     # no more TLS input (close_notify/EOF/error)
         self._dead = False          # transport or TLS failed: no more I/O
         self._cn_sent = self._cn_got = False
@@ -198,16 +224,36 @@ class _TLSCore:
         else 0 (``bufferevent_openssl_get_allow_dirty_shutdown``)."""
         return int(self._allow_dirty)
 
+    @_owned
     def set_allow_dirty_shutdown(self, allow_dirty_shutdown):
         """Report a transport close without ``close_notify`` as ``EOF``
         instead of ``ERROR`` (``bufferevent_openssl_set_allow_dirty_shutdown``).
         Default off."""
         self._allow_dirty = bool(allow_dirty_shutdown)
 
+    def get_half_close(self):
+        """1 if a received ``close_notify`` ends only the reading side, else 0."""
+        return int(self._half_close)
+
+    @_owned
+    def set_half_close(self, half_close):
+        """Choose what a received ``close_notify`` does to the writing side.
+
+        Off (the default, TLS 1.2's rule): the reader gets EOF and our own
+        ``close_notify`` answers as soon as the output is encrypted, so two
+        ends close each other promptly.  On (TLS 1.3 allows it): the reader
+        gets EOF and we may go on writing; our ``close_notify`` goes out when
+        we end the stream (:meth:`shutdown` ``SHUT_WR``, ``flush(EV_WRITE,
+        BEV_FINISHED)``, :meth:`close`) -- what a relay passing half-closes on
+        needs.
+        """
+        self._half_close = bool(half_close)
+
     def get_shutdown_timeout(self):
         """Seconds :meth:`close` waits for the peer's ``close_notify``."""
         return self._shutdown_timeout
 
+    @_owned
     def set_shutdown_timeout(self, seconds):
         """Set how long :meth:`close` waits for the peer's ``close_notify``
         (and at most for undelivered output making no progress), in seconds.
@@ -225,6 +271,7 @@ class _TLSCore:
         """True once the (first) handshake has finished."""
         return not self._hs
 
+    @_owned
     def renegotiate(self):
         """Start a new handshake on an open TLS 1.2 connection
         (``bufferevent_ssl_renegotiate``).
@@ -464,8 +511,8 @@ class _TLSCore:
     def _wrote(self):
         """Plaintext left ``output``: answer a received close_notify once all
         is encrypted, then the usual write trigger (writecb, close, ...)."""
-        if self._cn_got and not self._cn_sent and not self.output._len \
-                and self._wchunk is None:
+        if self._cn_got and not self._cn_sent and not self._half_close \
+                and not self.output._len and self._wchunk is None:
             self._send_close_notify()
         self._trigger_write()
 
@@ -517,7 +564,7 @@ class _TLSCore:
         if self._close_started:
             self._finish_close()
             return
-        if not self.output._len and self._wchunk is None:
+        if not self._half_close and not self.output._len and self._wchunk is None:
             self._send_close_notify()
         self._update_io()
         self._trigger_event(BEV_EVENT_EOF | BEV_EVENT_READING)
@@ -573,6 +620,12 @@ class _TLSCore:
 
     def _read_ready(self):
         return super()._read_ready() or self._tls_ended
+
+    def _direct_recv(self, n):
+        return None                  # the socket carries ciphertext: no fast path
+
+    def _direct_send(self, data):
+        return 0
 
     def _check_sendable(self):
         super()._check_sendable()
@@ -630,6 +683,7 @@ class _TLSCore:
     def _be_shutdown_write(self):
         self._send_close_notify()
 
+    @_owned
     def close(self):
         """Close the TLS connection cleanly, without blocking.
 
@@ -729,7 +783,7 @@ class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
             if self._connecting and not ww.active:
                 ww.start(self._on_writable)
             return
-        if self._hs and not self._hs_started and self._peer_connected():
+        if self._hs and not self._hs_started and _is_connected(self._raw):
             self._kick_handshake()
             if self._rw is None:
                 return
@@ -743,13 +797,6 @@ class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
                 ww.start(self._on_writable)
         elif ww.active:
             ww.stop()
-
-    def _peer_connected(self):
-        try:
-            self._raw.getpeername()
-        except OSError:
-            return False             # connect() will come: start then
-        return True
 
     def _on_connected(self):
         if not self._hs:

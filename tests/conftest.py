@@ -51,6 +51,17 @@ def wait_for(pred, event, timeout=10):
             event.wait()
 
 
+def loopback_pair():
+    """Two connected gevent TCP sockets over 127.0.0.1: ``(client, accepted)``."""
+    srv = gevent.socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    client = gevent.socket.create_connection(srv.getsockname())
+    accepted, _ = srv.accept()
+    srv.close()
+    return client, accepted
+
+
 @pytest.fixture
 def sockpair():
     made = []

@@ -614,3 +614,31 @@ def test_works_under_monkey_patch_all(tmp_path):
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_threadsafe_option_hands_calls_to_the_hub():
+    import threading
+    from gbufferevent import BEV_OPT_THREADSAFE, pair_new
+    a, b = pair_new(BEV_OPT_THREADSAFE)
+    c, d = pair_new()
+    errors = []
+    done = gevent.get_hub().loop.async_()
+    finished = gevent.event.Event()
+    done.start(finished.set)
+
+    def other_thread():
+        a.write(b"from another thread")      # handed over to a's hub
+        try:
+            c.write(b"not allowed")
+        except RuntimeError as exc:
+            errors.append(exc)
+        done.send()
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    assert finished.wait(10)
+    t.join(10)
+    assert b.readexactly(19) == b"from another thread"
+    assert errors and "another thread" in str(errors[0])
+    assert len(c.output) == 0
+    done.close()

@@ -30,7 +30,7 @@ from gbufferevent import (
 )
 from gbufferevent.cli import _echo_handler as echo_handler
 from gbufferevent.server import BuffereventServer
-from gbufferevent.ssl import SSLSocketBufferevent
+from gbufferevent.ssl import SSLSocketBufferevent, set_verify_name
 from gbufferevent.ssl_context import generate_self_signed_cert
 from gbufferevent.ssl_errors import pack_error
 
@@ -485,6 +485,59 @@ def test_clean_close_keeps_the_session_resumable(pki, made):
     assert again > full * 0.9                  # dropped from the cache: full
 
 
+def test_half_close_through_tls(pki, made):
+    cli, srv = tls_pair(pki, made, "pair")
+    srv.set_half_close(True)
+    assert srv.get_half_close() == 1 and cli.get_half_close() == 0
+    assert cli.wait_handshake(10) and srv.wait_handshake(10)
+    cli.sendall(b"request")
+    cli.shutdown(socket.SHUT_WR)               # close_notify: "no more requests"
+    assert read_all(srv) == (7, hashlib.sha256(b"request").hexdigest())
+    srv.sendall(b"response after the peer's close_notify")
+    srv.shutdown(socket.SHUT_WR)
+    assert cli.readuntil(b"notify") == b"response after the peer's close_notify"
+    assert cli.recv(10) == b""
+
+
+def test_tunnel_over_tls_both_ends(pki, made):
+    from gbufferevent.tunnel import Tunnel
+    target = BuffereventServer(("127.0.0.1", 0), echo_handler)
+    target.start()
+    made.append(target)
+    server_end = Tunnel(target.address, ("127.0.0.1", 0), tls_in=(pki.cert, pki.key))
+    server_end.start()
+    client_end = Tunnel(server_end.address, ("127.0.0.1", 0), tls_out=True, ca=pki.cert,
+                        server_hostname="localhost")
+    client_end.start()
+    payload = os.urandom(300_000)
+    try:
+        with gevent.Timeout(20):
+            s = gevent.socket.create_connection(client_end.address)
+            g = gevent.spawn(lambda: (s.sendall(payload), s.shutdown(socket.SHUT_WR)))
+            got = read_all(s)
+            g.get()
+            s.close()
+        # the echo came back whole after our FIN: the half-close travelled through TLS
+        assert got == (len(payload), hashlib.sha256(payload).hexdigest())
+    finally:
+        client_end.stop(grace=1)
+        server_end.stop(grace=1)
+
+
+def test_set_verify_name(pki, made):
+    for name, ok in (("localhost", True), ("127.0.0.1", True), ("other.example", False)):
+        a, b = gevent.socket.socketpair()
+        made.extend([a, b])
+        conn = SSL.Connection(cctx(pki), None)
+        set_verify_name(conn, name)
+        cli = openssl_socket_new(conn, BUFFEREVENT_SSL_CONNECTING, a)
+        srv = openssl_socket_new(SSL.Connection(sctx(pki), None), BUFFEREVENT_SSL_ACCEPTING, b)
+        made.extend([cli, srv])
+        assert cli.wait_handshake(10) is ok
+    with pytest.raises(TypeError, match="ssl"):
+        set_verify_name("conn", "x")
+
+
 def test_receiving_close_notify_answers_with_ours(pki, made):
     cli, srv = tls_pair(pki, made, "pair")
     assert cli.wait_handshake(10) and srv.wait_handshake(10)
@@ -671,6 +724,46 @@ def test_wire_bytes_charged_and_allowance_obeyed(pki, made):
     cli._update_io()                           # what a refill does
     assert srv.recv(100) == b"held back"
     assert srv.read_bytes == cli.written > before + len(b"held back")
+
+
+def test_group_totals_count_wire_bytes_with_the_handshake(pki, made):
+    from gbufferevent import RateLimitGroup, TokenBucketConfig
+    big = 1 << 30
+    group = RateLimitGroup(TokenBucketConfig(big, big, big, big, 1.0))
+    a, b = gevent.socket.socketpair()
+    made.extend([a, b])
+    cli = openssl_socket_new(SSL.Connection(cctx(pki), None), BUFFEREVENT_SSL_CONNECTING)
+    srv = openssl_socket_new(SSL.Connection(sctx(pki), None), BUFFEREVENT_SSL_ACCEPTING, b)
+    made.extend([cli, srv])
+    group.add(cli)
+    group.add(srv)
+    cli.setfd(a)                               # the ClientHello goes out now
+    assert cli.wait_handshake(10) and srv.wait_handshake(10)
+    cli.sendall(b"x" * 1000)
+    assert srv.readexactly(1000) == b"x" * 1000
+    srv.sendall(b"y" * 1000)
+    assert cli.readexactly(1000) == b"y" * 1000
+    with gevent.Timeout(5):                    # everything written has been read
+        while group.get_totals()[0] != group.get_totals()[1]:
+            gevent.sleep(0.01)
+    read, written = group.get_totals()
+    assert read == written > 2000 + 1000       # payload + handshake + record overhead
+
+
+@pytest.mark.parametrize("kind", ["socket", "pair"])
+def test_rate_limit_paces_tls(pki, made, kind):
+    from gbufferevent import TokenBucketConfig
+    cli, srv = tls_pair(pki, made, kind)
+    assert cli.wait_handshake(10) and srv.wait_handshake(10)
+    # 25 kB per 0.1 s tick = 250 kB/s of wire bytes for the sender
+    cli.set_rate_limit(TokenBucketConfig(1 << 30, 1 << 30, 25_000, 25_000, 0.1))
+    payload = os.urandom(150_000)
+    t0 = time.monotonic()
+    g = gevent.spawn(cli.sendall, payload)
+    assert srv.readexactly(len(payload)) == payload
+    elapsed = time.monotonic() - t0
+    g.get(timeout=5)
+    assert 0.4 < elapsed < 3                   # ~0.6 s at 250 kB/s (one tick up front)
 
 
 def test_5mib_tiny_sndbuf_slow_reader_with_renegotiation(pki, made):

@@ -1,0 +1,154 @@
+"""Bulk one-way throughput through a bufferevent pair and its peers.
+
+    python benchmarks/bench_pair.py [--quick] [--mib 64] [--runs 5]
+
+Moves N MiB in 16 KiB writes, in one run, side by side (MB/s medians and
+ratios):
+
+* gbufferevent pair, callback layer (writecb refills, readcb drains),
+* gbufferevent pair, blocking layer (``sendall``/``recv`` greenlets),
+* ``gevent.socket.socketpair()`` (``sendall``/``recv`` greenlets),
+* trio's ``memory_stream_pair`` (if trio is importable: ``pip install trio``).
+
+Target: the pair beats gevent's socketpair and trio's memory streams by 2x.
+"""
+import argparse
+import os
+import sys
+
+import gevent
+import gevent.event
+import gevent.socket
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import median_rate, print_table  # noqa: E402
+
+from gbufferevent import EV_READ, pair_new  # noqa: E402
+
+CHUNK = 16 * 1024
+RECV = 64 * 1024
+
+
+def pair_callback(total):
+    a, b = pair_new()
+    chunk = b"x" * CHUNK
+    left = [total]
+    got = [0]
+    done = gevent.event.Event()
+
+    def writecb(bev, arg):
+        for _ in range(4):
+            if left[0] <= 0:
+                return
+            bev.write(chunk)
+            left[0] -= CHUNK
+
+    def readcb(bev, arg):
+        got[0] += len(bev.read())
+        if got[0] >= total:
+            done.set()
+
+    a.setcb(None, writecb, None)
+    b.setcb(readcb, None, None)
+    b.enable(EV_READ)
+    writecb(a, None)
+    done.wait()
+    a.free()
+    b.free()
+
+
+def pair_blocking(total):
+    a, b = pair_new()
+    chunk = b"x" * CHUNK
+
+    def writer():
+        for _ in range(total // CHUNK):
+            a.sendall(chunk)
+
+    def reader():
+        n = 0
+        while n < total:
+            n += len(b.recv(RECV))
+
+    gevent.joinall([gevent.spawn(writer), gevent.spawn(reader)], raise_error=True)
+    a.free()
+    b.free()
+
+
+def gevent_socketpair(total):
+    a, b = gevent.socket.socketpair()
+    chunk = b"x" * CHUNK
+
+    def writer():
+        for _ in range(total // CHUNK):
+            a.sendall(chunk)
+
+    def reader():
+        n = 0
+        while n < total:
+            n += len(b.recv(RECV))
+
+    gevent.joinall([gevent.spawn(writer), gevent.spawn(reader)], raise_error=True)
+    a.close()
+    b.close()
+
+
+def trio_memory_streams(total):
+    import trio
+    import trio.testing
+
+    chunk = b"x" * CHUNK
+
+    async def main():
+        left, right = trio.testing.memory_stream_pair()
+
+        async def writer():
+            for _ in range(total // CHUNK):
+                await left.send_all(chunk)
+
+        async def reader():
+            n = 0
+            while n < total:
+                n += len(await right.receive_some(RECV))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            nursery.start_soon(reader)
+
+    trio.run(main)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mib", type=int, default=64)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="8 MiB, 2 runs")
+    args = ap.parse_args()
+    if args.quick:
+        args.mib, args.runs = 8, 2
+    total = args.mib << 20
+    contenders = [
+        ("gbufferevent pair, callbacks", pair_callback),
+        ("gbufferevent pair, blocking", pair_blocking),
+        ("gevent socketpair", gevent_socketpair),
+    ]
+    try:
+        import trio.testing  # noqa: F401
+        contenders.append(("trio memory_stream_pair", trio_memory_streams))
+    except ImportError:
+        print("(trio not installed: pip install trio to compare with it)\n")
+    rates = {name: median_rate(lambda f=fn: f(total), total, args.runs)
+             for name, fn in contenders}
+    gev = rates["gevent socketpair"]
+    trio_rate = rates.get("trio memory_stream_pair")
+    rows = []
+    for name, _ in contenders:
+        r = rates[name]
+        rows.append([name, f"{r:.0f}", f"{r / gev:.2f}x",
+                     f"{r / trio_rate:.2f}x" if trio_rate else "-"])
+    print_table(f"Pair bulk, {args.mib} MiB in 16 KiB writes, median of {args.runs}",
+                ["contender", "MB/s", "vs gevent socketpair", "vs trio"], rows)
+
+
+if __name__ == "__main__":
+    main()

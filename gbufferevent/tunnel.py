@@ -1,0 +1,398 @@
+"""The tunnel: relay TCP connections through optional TLS, compression and rate limits.
+
+``python -m gbufferevent tunnel --listen HOST:PORT --connect HOST:PORT`` accepts
+connections and relays each to the target, both ways, half-closes included.
+Two tunnel processes make an encrypted, compressed, capped tunnel:
+
+    client end:  plain in  ->  --tls-out --compress  ->  server end
+    server end:  --tls-in --compress in  ->  plain out  ->  target
+
+Each connection is two stacks of bufferevents, one facing the client
+("down") and one facing the target ("up"); the relay moves chunk references
+from one stack's input to the other's output in callbacks, on the hub, with
+backpressure (reading from a side pauses while the other side's output is
+above :data:`RELAY_HIGH` and resumes below :data:`RELAY_LOW`).  The layers of
+a stack are the library's own kinds: a zlib :mod:`filter <gbufferevent.filter>`
+inside a TLS bufferevent (:mod:`gbufferevent.ssl`) over a
+:class:`~gbufferevent.SocketBufferevent`; a :class:`RateLimitGroup` caps all
+connections together and a per-connection :class:`TokenBucketConfig` each one.
+
+:class:`Tunnel` is the same machinery for use inside a program:
+:meth:`Tunnel.open` returns a bufferevent whose partner (a pair) enters the
+pipeline exactly like an accepted connection, so a program can carry its own
+connections through its tunnel without a loopback socket.
+"""
+import logging
+import time
+
+import gevent
+import gevent.event
+from gevent.server import StreamServer
+
+from .constants import (
+    BEV_EVENT_CONNECTED, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_TIMEOUT,
+    BEV_FINISHED, BEV_OPT_CLOSE_ON_FREE, EV_READ, EV_WRITE,
+)
+from .pair import pair_new
+from .socket import SocketBufferevent
+
+__all__ = ["Tunnel", "RELAY_HIGH", "RELAY_LOW", "parse_size"]
+
+log = logging.getLogger("gbufferevent.tunnel")
+
+#: Bytes queued towards one side before reading from the other side pauses.
+RELAY_HIGH = 512 * 1024
+#: Reading resumes once that queue is down to this many bytes.
+RELAY_LOW = 128 * 1024
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30}
+
+
+def parse_size(text):
+    """``"512k"`` -> 512000, ``"10M"`` -> 10000000, ``"1Mi"`` -> 1048576,
+    ``"2000"`` -> 2000 (decimal k/M/G, binary Ki/Mi/Gi; a trailing ``B`` or
+    ``/s`` is ignored).  :raises ValueError: anything else, or a value < 1."""
+    s = str(text).strip().lower().replace("/s", "")
+    if s.endswith("b"):
+        s = s[:-1]
+    num = s.rstrip("kmgi")
+    unit = s[len(num):]
+    if unit not in _UNITS:
+        raise ValueError(f"bad size {text!r}: use e.g. 512k, 10M, 1Mi")
+    try:
+        value = float(num) * _UNITS[unit]
+    except ValueError:
+        raise ValueError(f"bad size {text!r}: use e.g. 512k, 10M, 1Mi") from None
+    if value < 1:
+        raise ValueError(f"size {text!r} must be at least 1 byte")
+    return int(value)
+
+
+class _Side:
+    """One direction's bookkeeping: bytes moved, EOF seen."""
+
+    __slots__ = ("bytes", "eof")
+
+    def __init__(self):
+        self.bytes = 0
+        self.eof = False
+
+
+class _Connection:
+    """One relayed connection: a client-facing stack and a target-facing stack."""
+
+    def __init__(self, tunnel, down, peer):
+        self.tunnel = tunnel
+        self.peer = peer
+        self.started = time.monotonic()
+        self.closed = False
+        self.done = gevent.event.Event()
+        self.c2t = _Side()      # client -> target
+        self.t2c = _Side()      # target -> client
+        self.down_raw = down
+        self.down = tunnel._wrap_down(down)
+        up_raw = SocketBufferevent(None, BEV_OPT_CLOSE_ON_FREE, tunnel.hub)
+        self.up_raw = up_raw
+        self.up = tunnel._wrap_up(up_raw)
+        tunnel._limit(down)
+        for bev in (self.down, self.up):
+            bev.setwatermark(EV_WRITE, RELAY_LOW, 0)
+        self.down.setcb(self._read_down, self._wrote_down, self._event_down)
+        self.up.setcb(self._read_up, self._wrote_up, self._event_up)
+        self.down.enable(EV_READ | EV_WRITE)
+        self.up.enable(EV_READ | EV_WRITE)
+        up_raw.connect(tunnel.target)
+
+    # -- data ----------------------------------------------------------------
+
+    def _move(self, src, dst, side):
+        n = len(src.input)
+        if n:
+            side.bytes += n
+            dst.write_buffer(src.input)
+            if len(dst.output) >= RELAY_HIGH:
+                src.disable(EV_READ)        # backpressure: resumes in _wrote_*
+
+    def _read_down(self, bev, arg):
+        self._move(self.down, self.up, self.c2t)
+
+    def _read_up(self, bev, arg):
+        self._move(self.up, self.down, self.t2c)
+
+    def _wrote_up(self, bev, arg):
+        if not self.c2t.eof and not self.closed:
+            self.down.enable(EV_READ)
+        self._maybe_finish()
+
+    def _wrote_down(self, bev, arg):
+        if not self.t2c.eof and not self.closed:
+            self.up.enable(EV_READ)
+        self._maybe_finish()
+
+    # -- events ----------------------------------------------------------------
+
+    def _event_down(self, bev, what, arg):
+        self._event(what, self.down, self.up, self.c2t, "client")
+
+    def _event_up(self, bev, what, arg):
+        if what & BEV_EVENT_CONNECTED:
+            return
+        self._event(what, self.up, self.down, self.t2c, "target")
+
+    def _event(self, what, src, dst, side, name):
+        if self.closed:
+            return
+        if what & BEV_EVENT_EOF:
+            self._move(src, dst, side)
+            side.eof = True
+            dst.flush(EV_WRITE, BEV_FINISHED)     # half-close travels on
+            self._maybe_finish()
+            return
+        if what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT):
+            err = src.last_error
+            if name == "target" and not self.up_connected():
+                log.warning("%s: target %s:%s unreachable: %s", self.peer,
+                            *self.tunnel.target[:2], err)
+            else:
+                log.info("%s: %s side failed: %s", self.peer, name, err or "timeout")
+            self._move(src, dst, side)
+            self.close(abort=src)
+
+    def up_connected(self):
+        return self.up_raw.getfd() >= 0 and not self.up_raw._connecting \
+            and self.up_raw.last_error is None
+
+    def _maybe_finish(self):
+        if self.c2t.eof and self.t2c.eof and not self.closed:
+            self.close()
+
+    def close(self, abort=None):
+        """Close both stacks; each delivers its pending output first (except
+        *abort*, the side that failed, which is freed at once)."""
+        if self.closed:
+            return
+        self.closed = True
+        for bev in (self.down, self.up):
+            if bev is abort:
+                bev.free()
+            else:
+                bev.close()
+        self.tunnel._connections.discard(self)
+        self.done.set()
+
+    def stats(self):
+        return {"peer": self.peer, "seconds": time.monotonic() - self.started,
+                "client_to_target": self.c2t.bytes, "target_to_client": self.t2c.bytes}
+
+
+class _Acceptor(StreamServer):
+    """Accepts in the hub and hands the socket over; the relay is all callbacks."""
+
+    def __init__(self, listener, tunnel):
+        self._tunnel = tunnel
+        super().__init__(listener, handle=self._accepted, spawn=None)
+
+    def _accepted(self, sock, address):
+        try:
+            bev = SocketBufferevent(sock, BEV_OPT_CLOSE_ON_FREE, self._tunnel.hub)
+            self._tunnel._new_connection(bev, f"{address[0]}:{address[1]}")
+        except Exception:  # noqa: BLE001 - one connection, one log line
+            log.exception("cannot set up a connection from %s", address)
+            sock.close()
+
+    def do_close(self, sock, *args):
+        pass          # the connection's bufferevents own the socket
+
+
+class Tunnel:
+    """Relay connections to *connect* through optional TLS, zlib and rate limits.
+
+    :param connect: the target ``(host, port)``.
+    :param listen: ``(host, port)`` to accept TCP connections on, or None for
+        in-process use only (:meth:`open`).
+    :param tls_out: wrap the target side in TLS (client); an
+        ``OpenSSL.SSL.Context`` or True for :func:`gbufferevent.ssl.client_context`
+        built from *ca*/*insecure*.
+    :param tls_in: terminate TLS on the client side: an ``OpenSSL.SSL.Context``
+        (server), or ``(certfile, keyfile)``.
+    :param server_hostname: the name to verify (and send as SNI) with *tls_out*;
+        default: the target host.
+    :param compress: zlib level (0-9) to compress the tunnel side (the side
+        with TLS; the target side if both or neither), or None.
+    :param compress_side: ``"up"`` (towards the target) or ``"down"``;
+        default: ``"down"`` with *tls_in*, else ``"up"``.
+    :param rate: bytes per second for all connections together (a group).
+    :param conn_rate: bytes per second for each connection.
+    :param burst: bucket size in bytes (default: one tick's worth, at least 64 KiB).
+    :param tick: the token-bucket tick in seconds (default 0.1).
+    :param min_share: the group's minimum share in bytes (default libevent's 64).
+    """
+
+    def __init__(self, connect, listen=None, *, tls_out=None, tls_in=None, ca=None,
+                 insecure=False, server_hostname=None, compress=None,
+                 compress_side=None, rate=None, conn_rate=None, burst=None, tick=0.1,
+                 min_share=None, hub=None):
+        from gevent.hub import get_hub
+        self.hub = hub if hub is not None else get_hub()
+        self.target = tuple(connect)
+        self.listen = listen
+        self.compress = compress
+        if compress is not None and not 0 <= compress <= 9:
+            raise ValueError(f"compress must be a zlib level 0..9, not {compress!r}")
+        self.compress_side = compress_side or ("down" if tls_in else "up")
+        if self.compress_side not in ("up", "down"):
+            raise ValueError("compress_side must be 'up' or 'down'")
+        self.server_hostname = server_hostname or self.target[0]
+        self.tls_out = self._client_ctx(tls_out, ca, insecure) if tls_out else None
+        self.tls_in = self._server_ctx(tls_in) if tls_in else None
+        self.group = None
+        self.conn_cfg = None
+        if rate is not None or conn_rate is not None:
+            from .ratelimit import RateLimitGroup
+            if rate is not None:
+                self.group = RateLimitGroup(self._cfg(rate, burst, tick), self.hub)
+                if min_share is not None:
+                    self.group.set_min_share(min_share)
+            if conn_rate is not None:
+                self.conn_cfg = self._cfg(conn_rate, burst, tick)
+        self._connections = set()
+        self._server = None
+        self.accepting = False
+
+    # -- configuration helpers ------------------------------------------------------
+
+    @staticmethod
+    def _cfg(rate, burst, tick):
+        from .ratelimit import TokenBucketConfig
+        per_tick = max(1, int(rate * tick))
+        b = max(per_tick, int(burst) if burst else max(per_tick, 64 * 1024))
+        b = max(b, per_tick)
+        return TokenBucketConfig(per_tick, b, per_tick, b, tick)
+
+    @staticmethod
+    def _client_ctx(tls_out, ca, insecure):
+        if tls_out is True:
+            from .ssl import client_context
+            return client_context(cafile=ca, verify=not insecure)
+        return tls_out
+
+    @staticmethod
+    def _server_ctx(tls_in):
+        if isinstance(tls_in, tuple):
+            from .ssl import server_context
+            return server_context(*tls_in)
+        return tls_in
+
+    # -- stacks ---------------------------------------------------------------------
+
+    def _compressed(self, bev):
+        from .filter import FilterBufferevent
+        from .filters import zlib_compress_filter, zlib_decompress_filter
+        return FilterBufferevent(bev, zlib_decompress_filter(),
+                                 zlib_compress_filter(self.compress),
+                                 BEV_OPT_CLOSE_ON_FREE)
+
+    def _wrap_down(self, bev):
+        if self.tls_in is not None:
+            from OpenSSL import SSL
+
+            from .constants import BUFFEREVENT_SSL_ACCEPTING
+            from .ssl import openssl_filter_new
+            bev = openssl_filter_new(bev, SSL.Connection(self.tls_in, None),
+                                     BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE)
+            bev.set_half_close(True)          # half-closes travel through TLS
+        if self.compress is not None and self.compress_side == "down":
+            bev = self._compressed(bev)
+        return bev
+
+    def _wrap_up(self, bev):
+        if self.tls_out is not None:
+            from OpenSSL import SSL
+
+            from .constants import BUFFEREVENT_SSL_CONNECTING
+            from .ssl import openssl_filter_new
+            conn = SSL.Connection(self.tls_out, None)
+            name = self.server_hostname
+            if name and not _is_ip(name):
+                conn.set_tlsext_host_name(name.encode("idna"))
+            _set_verify_name(conn, name)
+            bev = openssl_filter_new(bev, conn, BUFFEREVENT_SSL_CONNECTING,
+                                     BEV_OPT_CLOSE_ON_FREE)
+            bev.set_half_close(True)
+        if self.compress is not None and self.compress_side == "up":
+            bev = self._compressed(bev)
+        return bev
+
+    def _limit(self, bev):
+        if self.conn_cfg is not None:
+            bev.set_rate_limit(self.conn_cfg)
+        if self.group is not None:
+            bev.add_to_rate_limit_group(self.group)
+
+    def _new_connection(self, down, peer):
+        conn = _Connection(self, down, peer)
+        self._connections.add(conn)
+        return conn
+
+    # -- running --------------------------------------------------------------------
+
+    def start(self):
+        """Start accepting on *listen*.  :raises OSError: cannot listen."""
+        if self.listen is None:
+            raise ValueError("this tunnel has no listen address")
+        self._server = _Acceptor(self.listen, self)
+        self._server.start()
+        self.accepting = True
+        return self
+
+    @property
+    def address(self):
+        """The ``(host, port)`` actually listened on."""
+        return self._server.address if self._server else None
+
+    def open(self):
+        """A bufferevent for the program itself: what is written to it enters the
+        tunnel like an accepted connection's bytes; replies arrive in its input.
+        Use the blocking API (``sendall``/``recv``) or callbacks on it."""
+        mine, theirs = pair_new(0, self.hub)
+        self._new_connection(theirs, "in-process")
+        return mine
+
+    def connections(self):
+        """Per-connection statistics (a list of dicts)."""
+        return [c.stats() for c in list(self._connections)]
+
+    def totals(self):
+        """``{"connections": n, "client_to_target": bytes, "target_to_client": bytes,
+        "group_read": bytes, "group_written": bytes}``."""
+        conns = list(self._connections)
+        out = {"connections": len(conns),
+               "client_to_target": sum(c.c2t.bytes for c in conns),
+               "target_to_client": sum(c.t2c.bytes for c in conns)}
+        if self.group is not None:
+            out["group_read"], out["group_written"] = self.group.get_totals()
+        return out
+
+    def stop(self, grace=5.0):
+        """Stop accepting, let open connections finish for up to *grace*
+        seconds, then close what is left (from a greenlet)."""
+        if self._server is not None:
+            self._server.close()
+            self.accepting = False
+        pending = [c.done for c in list(self._connections)]
+        if pending and grace:
+            gevent.wait(pending, timeout=grace)
+        for conn in list(self._connections):
+            conn.close()
+
+
+def _is_ip(name):
+    from .socket import _is_numeric_host
+    return _is_numeric_host(name)
+
+
+def _set_verify_name(conn, name):
+    """Ask OpenSSL to check the peer certificate against *name* (host or IP)."""
+    from .ssl import set_verify_name
+    set_verify_name(conn, name)

@@ -1,0 +1,90 @@
+"""The tunnel, in process: plain relay, half-close, target down, open()."""
+import hashlib
+import os
+import socket
+
+import gevent
+import gevent.socket
+import pytest
+
+from gbufferevent.server import BuffereventServer
+from gbufferevent.tunnel import Tunnel, parse_size
+
+
+def echo(bev, address):
+    while True:
+        d = bev.recv(65536)
+        if not d:
+            break
+        bev.sendall(d)
+
+
+@pytest.fixture
+def echo_server():
+    server = BuffereventServer(("127.0.0.1", 0), echo)
+    server.start()
+    yield server.address
+    server.stop()
+
+
+def test_parse_size():
+    assert parse_size("512k") == 512_000
+    assert parse_size("10M") == 10_000_000
+    assert parse_size("1Mi") == 1 << 20
+    assert parse_size("2000") == 2000
+    assert parse_size("1.5kB/s") == 1500
+    for bad in ("", "x", "10q", "0", "-5k"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def roundtrip(addr, payload):
+    s = gevent.socket.create_connection(addr, timeout=30)
+    g = gevent.spawn(lambda: (s.sendall(payload), s.shutdown(socket.SHUT_WR)))
+    got = bytearray()
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    g.get(timeout=30)
+    s.close()
+    return bytes(got)
+
+
+def test_plain_relay_half_close_and_concurrency(echo_server):
+    tunnel = Tunnel(echo_server, ("127.0.0.1", 0)).start()
+    try:
+        payloads = [os.urandom(200_000 + i) for i in range(20)]
+        jobs = [gevent.spawn(roundtrip, tunnel.address, p) for p in payloads]
+        gevent.joinall(jobs, timeout=60, raise_error=True)
+        assert [hashlib.sha256(j.value).digest() for j in jobs] == \
+            [hashlib.sha256(p).digest() for p in payloads]
+    finally:
+        tunnel.stop(grace=1)
+
+
+def test_target_down_refuses_cleanly_and_keeps_serving(echo_server, caplog):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = s.getsockname()
+    s.close()
+    tunnel = Tunnel(dead, ("127.0.0.1", 0)).start()
+    try:
+        c = gevent.socket.create_connection(tunnel.address, timeout=10)
+        c.settimeout(10)
+        assert c.recv(10) == b""              # closed, no hang
+        c.close()
+        assert "unreachable" in caplog.text
+    finally:
+        tunnel.stop(grace=0)
+
+
+def test_open_in_process_through_pair(echo_server):
+    tunnel = Tunnel(echo_server)               # no listener at all
+    bev = tunnel.open()
+    bev.sendall(b"through my own tunnel\n")
+    assert bev.readline() == b"through my own tunnel\n"
+    bev.shutdown(socket.SHUT_WR)
+    assert bev.recv(10) == b""
+    bev.close()
