@@ -1,5 +1,6 @@
 """Every ```python snippet in docs/*.md runs (each file's snippets in order,
 in one fresh interpreter), so the guides cannot rot."""
+import os
 import pathlib
 import re
 import subprocess
@@ -22,6 +23,8 @@ def test_doc_snippets_run(path, tmp_path):
     code = "\n\n".join(SNIPPET.findall(path.read_text()))
     script = tmp_path / (path.stem + "_snippets.py")
     script.write_text(code)
+    root = str(pathlib.Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=root)          # this checkout, not an install
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=120, cwd=tmp_path)
+                         timeout=120, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
