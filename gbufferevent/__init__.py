@@ -11,6 +11,9 @@ from .bufferevent import DEFAULT_SEND_BUFFER, Bufferevent
 from .errors import (
     BuffereventClosedError, CallbackError, IncompleteReadError, LimitOverrunError,
 )
+from .filter import (
+    FilterBufferevent, FilterError, FilterStage, ProcessFilter, filter_new,
+)
 from .pair import PairBufferevent, pair_new
 from .ratelimit import RateLimitGroup, TokenBucketConfig, TokenScheduler
 from .socket import SocketBufferevent, create_connection
@@ -19,7 +22,9 @@ __version__ = "0.1.0"
 
 __all__ = list(_constants_all) + [
     "Buffer", "Bufferevent", "DEFAULT_SEND_BUFFER", "SocketBufferevent",
-    "create_connection", "PairBufferevent", "pair_new", "BuffereventClosedError", "CallbackError",
-    "IncompleteReadError", "LimitOverrunError", "RateLimitGroup", "TokenBucketConfig",
-    "TokenScheduler", "__version__",
+    "create_connection", "PairBufferevent", "pair_new", "FilterBufferevent",
+    "filter_new", "FilterStage", "ProcessFilter", "FilterError",
+    "BuffereventClosedError", "CallbackError", "IncompleteReadError",
+    "LimitOverrunError", "RateLimitGroup", "TokenBucketConfig", "TokenScheduler",
+    "__version__",
 ]
