@@ -15,6 +15,7 @@ run, ``--runs N`` / ``--mb N`` to change the work).
 import argparse
 import os
 import random
+import socket
 import statistics
 import sys
 import time
@@ -44,41 +45,49 @@ def make_text(size, seed=7):
     return b"".join(out)[:size]
 
 
-def pump(make_writer, chunks, total):
-    """Write *chunks* with sendall from a greenlet; a readcb on the receiving
-    pair member counts bytes.  Returns seconds until all *total* bytes arrived."""
+def timed_pair_run(make_writer, chunks, finish=None):
+    """Write *chunks* with ``sendall`` from a greenlet through
+    ``make_writer(pair member)``; the partner's readcb counts what arrives.
+
+    Without *finish* the run ends when all bytes arrived; with it, *finish*
+    is called after the last chunk and the run ends at the partner's EOF.
+    Returns ``(seconds, bytes received)``.
+    """
     a, b = pair_new()
     writer = make_writer(a)
+    total = sum(map(len, chunks))
     got = [0]
     done = gevent.event.Event()
 
     def readcb(bev, arg):
         got[0] += len(bev.input)
         bev.input.clear()
-        if got[0] >= total:
+        if finish is None and got[0] >= total:
             done.set()
 
-    b.setcb(readcb, None, None)
+    b.setcb(readcb, None, lambda bev, what, arg: done.set())
     b.enable(EV_READ)
 
     def write_all():
-        for c in chunks:
-            writer.sendall(c)
+        for chunk in chunks:
+            writer.sendall(chunk)
+        if finish is not None:
+            finish(writer)
 
     t0 = time.perf_counter()
     g = gevent.spawn(write_all)
     if not done.wait(600):
         raise RuntimeError("benchmark stalled")
     dt = time.perf_counter() - t0
-    g.join()
+    g.get()
     writer.free()
     b.free()
-    return dt
+    return dt, got[0]
 
 
 def bench_pass(chunks, total):
-    bare = pump(lambda a: a, chunks, total)
-    filt = pump(lambda a: FilterBufferevent(a, None, None), chunks, total)
+    bare, _ = timed_pair_run(lambda a: a, chunks)
+    filt, _ = timed_pair_run(lambda a: FilterBufferevent(a, None, None), chunks)
     return total / bare, total / filt
 
 
@@ -90,36 +99,12 @@ def bench_zlib(level, chunks, total):
         n += len(c.compress(chunk))
     n += len(c.flush())
     raw = time.perf_counter() - t0
-
-    # The partner counts compressed bytes: wait for the stream's end by
-    # flushing with BEV_FINISHED once everything was written.
-    a, b = pair_new()
-    f = FilterBufferevent(a, None, zlib_compress_filter(level))
-    got = [0]
-    done = gevent.event.Event()
-
-    def readcb(bev, arg):
-        got[0] += len(bev.input)
-        bev.input.clear()
-
-    b.setcb(readcb, None, lambda bev, what, arg: done.set())
-    b.enable(EV_READ)
-
-    def write_all():
-        for chunk in chunks:
-            f.sendall(chunk)
-        f.shutdown(2)   # SHUT_RDWR: finish the stream, EOF to the partner
-
-    t0 = time.perf_counter()
-    g = gevent.spawn(write_all)
-    if not done.wait(600):
-        raise RuntimeError("benchmark stalled")
-    filt = time.perf_counter() - t0
-    g.join()
-    if abs(got[0] - n) > 64:
-        raise RuntimeError(f"compressed sizes differ: filter {got[0]}, raw {n}")
-    f.free()
-    b.free()
+    # SHUT_WR through the filter: Z_FINISH, then EOF to the partner.
+    filt, wire = timed_pair_run(
+        lambda a: FilterBufferevent(a, None, zlib_compress_filter(level)), chunks,
+        finish=lambda f: f.shutdown(socket.SHUT_WR))
+    if abs(wire - n) > 64:
+        raise RuntimeError(f"compressed sizes differ: filter {wire}, raw {n}")
     return total / raw, total / filt
 
 

@@ -56,7 +56,7 @@ from .errors import BuffereventClosedError
 
 __all__ = [
     "FilterBufferevent", "filter_new", "FilterStage", "StepResult",
-    "ProcessFilter", "FilterError",
+    "ProcessFilter", "FilterError", "input_budget",
 ]
 
 log = logging.getLogger("gbufferevent.filter")
@@ -94,6 +94,19 @@ class StepResult(NamedTuple):
     consumed: int
     produced: int
     more: bool
+
+
+def input_budget(src, dst_limit, mode):
+    """How many bytes of *src* a size-preserving filter takes in one call.
+
+    All of it, except in ``BEV_NORMAL`` with a ``dst_limit``: then about
+    ``dst_limit`` bytes (at least 1), so the output roughly keeps the limit.
+    0 means there is nothing to take.
+    """
+    n = len(src)
+    if mode == BEV_NORMAL and dst_limit >= 0 and n:
+        n = min(n, max(dst_limit, 1))
+    return n
 
 
 def _check_filter(f, argname):
@@ -259,12 +272,9 @@ class ProcessFilter:
         return f"ProcessFilter({self.obj!r})"
 
     def __call__(self, src, dst, dst_limit, mode, ctx):
-        n = len(src)
-        if mode == BEV_NORMAL:
-            if not n:
-                return BEV_NEED_MORE
-            if dst_limit >= 0:
-                n = min(n, max(dst_limit, 1))
+        n = input_budget(src, dst_limit, mode)
+        if not n and mode == BEV_NORMAL:
+            return BEV_NEED_MORE
         out = self.obj.process(src.remove(n), mode)
         out = _as_bytes(out, "process() result")
         if out:
@@ -512,14 +522,13 @@ class FilterBufferevent(Bufferevent):
 
     def _flush_in(self, mode):
         """Run the input filter at least once in *mode*; True if any BEV_OK."""
-        u = self._live_underlying()
-        if u is None or self._in.dead:
-            return False
-        return self._flush_stage(self._do_in, mode)
+        return self._flush_stage(self._in, self._do_in, mode)
 
-    def _flush_stage(self, do, mode):
-        """Call *do* (``_do_in``/``_do_out``) in *mode* until it stops making
-        progress; True if any call returned BEV_OK."""
+    def _flush_stage(self, stage, do, mode):
+        """Call *do* (``_do_in``/``_do_out``) in *mode* at least once and
+        until it stops making progress; True if any call returned BEV_OK."""
+        if self._live_underlying() is None or stage.dead:
+            return False
         ok = False
         busy, self._busy = self._busy, True
         try:
@@ -544,9 +553,13 @@ class FilterBufferevent(Bufferevent):
                 or not self._can_write() or self._out.waiting(src)):
             return None
         hi = u._wr_hi
-        room = (hi or DEFAULT_SEND_BUFFER) - u.output._len
-        if room <= 0:
-            self._wait_for_room(u, True)     # resumed by the underlying's writecb
+        cap = hi or DEFAULT_SEND_BUFFER
+        room = cap - u.output._len
+        passthrough = self._out.fn is None
+        if room <= 0 or (passthrough and room < src._len and room < cap // 2):
+            # Full (or, for the pass-through, so full that only a sliver
+            # would fit): resumed by the underlying's writecb.
+            self._wait_for_room(u, True)
             return None
         limit = room if hi else -1
         if self._rate_limited():
@@ -557,7 +570,7 @@ class FilterBufferevent(Bufferevent):
         # A filter function sees at most max_single_write bytes per step; the
         # pass-through does no per-byte work and moves chunk references up to
         # the room below (at most DEFAULT_SEND_BUFFER without a watermark).
-        window = self._max_write if self._out.fn is not None else room
+        window = room if passthrough else self._max_write
         if not (self._closing and src._len <= window):
             return self._do_out(BEV_NORMAL, limit, window)
         self._flush_out(BEV_FINISHED)       # the last step of a close
@@ -582,10 +595,7 @@ class FilterBufferevent(Bufferevent):
 
     def _flush_out(self, mode):
         """Run the output filter at least once in *mode*; True if any BEV_OK."""
-        u = self._live_underlying()
-        if u is None or self._out.dead:
-            return False
-        return self._flush_stage(self._do_out, mode)
+        return self._flush_stage(self._out, self._do_out, mode)
 
     def _fail(self, direction, stage):
         self._enabled &= ~direction

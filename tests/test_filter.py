@@ -11,9 +11,9 @@ import gevent.socket
 import pytest
 
 from gbufferevent import (
-    BEV_ERROR, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_READING,
-    BEV_EVENT_TIMEOUT, BEV_EVENT_WRITING, BEV_FINISHED, BEV_FLUSH, BEV_NEED_MORE,
-    BEV_NORMAL, BEV_OK, BEV_OPT_CLOSE_ON_FREE, BEV_OPT_DEFER_CALLBACKS, EV_READ,
+    BEV_ERROR, BEV_EVENT_CONNECTED, BEV_EVENT_EOF, BEV_EVENT_ERROR,
+    BEV_EVENT_READING, BEV_EVENT_TIMEOUT, BEV_EVENT_WRITING, BEV_FINISHED,
+    BEV_FLUSH, BEV_NEED_MORE, BEV_NORMAL, BEV_OK, BEV_OPT_CLOSE_ON_FREE, BEV_OPT_DEFER_CALLBACKS, EV_READ,
     EV_WRITE, Buffer, BuffereventClosedError, FilterBufferevent, FilterError,
     FilterStage, ProcessFilter, SocketBufferevent, filter_new, pair_new,
 )
@@ -1115,3 +1115,32 @@ def test_bytes_already_waiting_in_the_underlying_are_picked_up():
     assert f.recv(100) == b"early bytes"          # enabling READ finds them
     f.free()
     ub.free()
+
+
+def test_filter_over_a_connecting_socket_forwards_connected():
+    listener = gevent.socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    s = SocketBufferevent()
+    f = FilterBufferevent(s, None, xor_filter(0x01), BEV_OPT_CLOSE_ON_FREE)
+    events = []
+    changed = gevent.event.Event()
+    f.setcb(None, None, lambda b, w, a: (events.append(int(w)), changed.set()))
+    f.write(b"queued before connecting")
+    assert f.getfd() == -1
+    s.connect(listener.getsockname())
+    conn, _ = listener.accept()
+    wait_for(lambda: events, changed, 5)
+    assert events == [BEV_EVENT_CONNECTED] and f.getfd() == s.getfd() >= 0
+    conn.settimeout(5)
+    got = b""
+    while len(got) < 24:
+        chunk = conn.recv(100)
+        assert chunk, "EOF before the bytes arrived"
+        got += chunk
+    assert got == bytes(b ^ 1 for b in b"queued before connecting")
+    other = socket.socketpair()
+    assert f.setfd(other[0]) == 0 and s.getfd() == other[0].fileno()
+    f.free()
+    for sock in (conn, listener, *other):
+        sock.close()

@@ -26,6 +26,7 @@ from ..buffer import _check_size
 from ..constants import (
     BEV_ERROR, BEV_FINISHED, BEV_FLUSH, BEV_NEED_MORE, BEV_NORMAL, BEV_OK,
 )
+from ..filter import input_budget
 
 __all__ = [
     "zlib_compress_filter", "zlib_decompress_filter", "ZlibCompressFilter",
@@ -75,14 +76,11 @@ class ZlibCompressFilter:
                                         "stream was finished")
                 return BEV_ERROR
             return BEV_NEED_MORE
-        n = len(src)
-        if mode == BEV_NORMAL:
-            if not n:
-                return BEV_NEED_MORE
-            if dst_limit >= 0:
-                # Deflate output is at most the input plus a few bytes, so
-                # taking dst_limit bytes keeps (close to) the limit.
-                n = min(n, max(dst_limit, 1))
+        # Deflate output is at most the input plus a few bytes, so taking
+        # about dst_limit bytes keeps (close to) the limit.
+        n = input_budget(src, dst_limit, mode)
+        if not n and mode == BEV_NORMAL:
+            return BEV_NEED_MORE
         data = src.remove(n)
         c = self._c
         out = c.compress(data) if data else b""
