@@ -165,7 +165,13 @@ class FilterStage:
         The buffers' ``_on_add``/``_on_drain`` hooks are held back during the
         call and run once afterwards, so the owner sees one change per step
         and the filter is never re-entered through them.
+
+        :raises RuntimeError: called from inside this stage's own filter
+            (e.g. a filter flushing its own bufferevent).
         """
+        if self.in_call:
+            raise RuntimeError(f"the {self.name} filter was re-entered "
+                               "(flushed or closed from inside itself)")
         if self.fn is None:
             # Pass-through: one chunk-reference move, its hooks run once.
             n = src._len if dst_limit < 0 else min(src._len, dst_limit)
@@ -336,6 +342,21 @@ class FilterBufferevent(Bufferevent):
     bufferevent lowers it further.  A filter is not called in ``BEV_NORMAL``
     while its destination is full or its direction disabled.  In
     ``BEV_FLUSH``/``BEV_FINISHED`` it is -1.
+
+    A filter returning ``BEV_ERROR`` (or raising) gives an ``ERROR|READING``
+    or ``ERROR|WRITING`` event carrying a :class:`FilterError`, and that
+    direction stops.  When the underlying reports EOF the input filter is
+    called with ``BEV_FINISHED`` before the EOF event reaches you.
+    ``flush(iotype, BEV_FLUSH or BEV_FINISHED)`` calls the matching filter at
+    least once in that mode (even with empty buffers), then flushes the
+    underlying the same way, and returns 1 if a call returned ``BEV_OK``,
+    else 0; ``BEV_FINISHED`` on ``EV_WRITE`` ends the stream.  :meth:`close`
+    delivers everything first: the output filter is finished, then the
+    underlying is closed the same socket-like way (``BEV_OPT_CLOSE_ON_FREE``)
+    or handed back; :meth:`free` drops what is pending.  Without
+    ``BEV_OPT_CLOSE_ON_FREE`` the underlying survives either way, its
+    callbacks cleared.  The greenlet-blocking calls (``recv``, ``sendall``,
+    ``readline``...) work as on any bufferevent.
 
     Rate limits on a filter count the bytes it hands on: filtered bytes
     added to ``input`` when reading, filtered bytes given to the underlying

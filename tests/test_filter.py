@@ -1144,3 +1144,23 @@ def test_filter_over_a_connecting_socket_forwards_connected():
     f.free()
     for sock in (conn, listener, *other):
         sock.close()
+
+
+def test_a_filter_flushing_its_own_bufferevent_is_an_error_not_recursion(caplog):
+    ua, ub = pair_new()
+
+    def selfish(src, dst, limit, mode, ctx):
+        dst.add_buffer(src)
+        f.flush(EV_WRITE, BEV_FLUSH)             # re-enters this very filter
+        return BEV_OK
+
+    f = FilterBufferevent(ua, None, selfish)
+    events = []
+    f.setcb(None, None, lambda b, w, a: events.append(int(w)))
+    with caplog.at_level(logging.ERROR, logger="gbufferevent.filter"):
+        f.write(b"x")
+    assert events == [BEV_EVENT_ERROR | BEV_EVENT_WRITING]
+    assert isinstance(f.last_error.__cause__, RuntimeError)
+    assert "re-entered" in caplog.text
+    f.free()
+    ub.free()
