@@ -4,6 +4,7 @@ bounded steps, close delivering every layer, the blocking API, stacking)."""
 import logging
 import socket
 import sys
+import zlib
 
 import gevent
 import gevent.event
@@ -78,6 +79,17 @@ class LineFramer:
             return BEV_NEED_MORE
         dst.add(src.remove(i + 1))
         return BEV_OK
+
+
+def recv_until_eof(bev, timeout=10, size=65536):
+    """Everything *bev* receives until EOF (blocking API, bounded in time)."""
+    bev.settimeout(timeout)
+    parts = []
+    while True:
+        chunk = bev.recv(size)
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
 
 
 def collect(bev, *, events=None, done=None):
@@ -357,8 +369,9 @@ def test_input_side_bev_error_is_error_reading_and_stops_reading():
     assert not f.get_enabled() & EV_READ
     n = len(calls)
     f.enable(EV_READ)
+    changed.clear()
     ub.write(b"later")
-    gevent.sleep(0.05)       # pacing: give a wrong implementation time to misbehave
+    assert not changed.wait(0.05)              # nothing read, no new event
     assert len(calls) == n and b"".join(got) == b"fine"
     with pytest.raises(FilterError):
         f.recv(10)
@@ -629,7 +642,6 @@ def test_finished_flush_over_a_pair_delivers_the_tail_then_eof():
     assert f.flush(EV_WRITE, BEV_FINISHED) == 1
     assert done.wait(5)
     wire = b"".join(d for k, d in log_ if k == "read")
-    import zlib
     assert zlib.decompress(wire) == b"hello " * 100        # the tail came first
     assert log_[-1] == ("event", BEV_EVENT_EOF | BEV_EVENT_READING)
     assert [k for k, _ in log_].count("event") == 1
@@ -702,7 +714,6 @@ def test_unconnected_socket_underlying_can_be_wrapped_and_freed():
 
 
 def test_close_delivers_every_layers_output_over_a_socket(sockpair):
-    import zlib
     s0, s1 = sockpair()
     f = FilterBufferevent(s0, None, zlib_compress_filter(level=1), BEV_OPT_CLOSE_ON_FREE)
     data = b"".join(b"line %d of the text\n" % i for i in range(20000))
@@ -710,15 +721,7 @@ def test_close_delivers_every_layers_output_over_a_socket(sockpair):
     f.write(data)
     f.close()                                  # never blocks
     assert f.closed
-    s1.settimeout(10)
-    s1.enable(EV_READ)
-    wire = []
-    while True:
-        chunk = s1.recv(65536)
-        if not chunk:
-            break
-        wire.append(chunk)
-    assert zlib.decompress(b"".join(wire)) == data
+    assert zlib.decompress(recv_until_eof(s1)) == data
     assert s0.closed
 
 
@@ -788,14 +791,7 @@ def test_three_filters_over_tcp_and_closing_the_top_closes_the_socket():
                 zlib_decompress_filter(), zlib_compress_filter(),
                 BEV_OPT_CLOSE_ON_FREE),
             xor_filter(0x5A), xor_filter(0x5A), BEV_OPT_CLOSE_ON_FREE)
-        stack.settimeout(10)
-        data = []
-        while True:
-            chunk = stack.recv(65536)
-            if not chunk:
-                break
-            data.append(chunk)
-        received.set((b"".join(data), stack))
+        received.set((recv_until_eof(stack), stack))
 
     g = gevent.spawn(peer)
     sock = gevent.socket.create_connection(("127.0.0.1", port))
@@ -1025,15 +1021,7 @@ def test_close_finishes_an_output_filter_that_holds_a_partial_record():
     f.write(b"one\ntwo\nthree, no newline")
     assert bytes(ua.output) == b"one\n"            # first step at once
     f.close()
-    ub.enable(EV_READ)
-    ub.settimeout(5)
-    got = b""
-    while True:
-        chunk = ub.recv(100)
-        if not chunk:
-            break
-        got += chunk
-    assert got == b"one\ntwo\nthree, no newline"   # then EOF: the stack closed
+    assert recv_until_eof(ub) == b"one\ntwo\nthree, no newline"   # then EOF
     assert ua.closed
 
 
@@ -1043,15 +1031,7 @@ def test_shutdown_write_finishes_the_stream_and_reading_goes_on():
     ub.enable(EV_READ)
     f.write(b"request " * 100)
     f.shutdown(socket.SHUT_WR)
-    wire = b""
-    ub.settimeout(5)
-    while True:
-        chunk = ub.recv(1 << 16)
-        if not chunk:
-            break
-        wire += chunk
-    import zlib
-    assert zlib.decompress(wire) == b"request " * 100    # finished, then EOF
+    assert zlib.decompress(recv_until_eof(ub)) == b"request " * 100   # then EOF
     ub.write(b"response")
     assert f.readexactly(8) == b"response"
     with pytest.raises(BrokenPipeError):

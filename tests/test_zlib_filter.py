@@ -23,6 +23,7 @@ from gbufferevent.filters import (
 )
 
 from conftest import wait_for
+from test_filter import recv_until_eof
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -183,15 +184,9 @@ def test_1mb_text_in_random_chunks_through_compress_pair_decompress():
         sender.close()                          # BEV_FINISHED, then EOF below
 
     g = gevent.spawn(send)
-    receiver.settimeout(20)
-    got = []
-    while True:
-        chunk = receiver.recv(1 << 16)
-        if not chunk:
-            break
-        got.append(chunk)
+    got = recv_until_eof(receiver, timeout=20)
     g.get(timeout=10)
-    assert b"".join(got) == data
+    assert got == data
     receiver.free()
 
 
