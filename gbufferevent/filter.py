@@ -358,9 +358,10 @@ class FilterBufferevent(Bufferevent):
     callbacks cleared.  The greenlet-blocking calls (``recv``, ``sendall``,
     ``readline``...) work as on any bufferevent.
 
-    Rate limits on a filter count the bytes it hands on: filtered bytes
-    added to ``input`` when reading, filtered bytes given to the underlying
-    when writing.  Timeouts set on the filter watch the filter's own buffers;
+    Rate limits on a filter count, as on every kind, the bytes entering its
+    ``input`` (after the input filter) and leaving its ``output`` (before the
+    output filter): one step never moves more than the buckets allow.
+    Timeouts set on the filter watch the filter's own buffers;
     set them on the underlying to watch the transport (its TIMEOUT events are
     passed on to the filter's event callback).
     """
@@ -583,15 +584,18 @@ class FilterBufferevent(Bufferevent):
             self._wait_for_room(u, True)
             return None
         limit = room if hi else -1
-        if self._rate_limited():
-            a = self._write_allowance()
-            limit = a if limit < 0 else min(limit, a)
-            if limit == 0:
-                return None
         # A filter function sees at most max_single_write bytes per step; the
         # pass-through does no per-byte work and moves chunk references up to
         # the room below (at most DEFAULT_SEND_BUFFER without a watermark).
         window = room if passthrough else self._max_write
+        if self._rate_limited():
+            # The write bucket counts bytes leaving our output: it bounds
+            # what one step may take, and lowers dst_limit too.
+            a = self._write_allowance()
+            if a <= 0:
+                return None          # suspended until the scheduler refills
+            limit = a if limit < 0 else min(limit, a)
+            window = min(window, a)
         if not (self._closing and src._len <= window):
             return self._do_out(BEV_NORMAL, limit, window)
         self._flush_out(BEV_FINISHED)       # the last step of a close
@@ -606,8 +610,8 @@ class FilterBufferevent(Bufferevent):
     def _do_out(self, mode, limit, window):
         st = self._out
         r = st.step(self.output, self._underlying.output, limit, mode, window)
-        if r.produced:
-            self._charge_write(r.produced)
+        if r.consumed:
+            self._charge_write(r.consumed)
         if r.result == BEV_ERROR:
             self._fail(EV_WRITE, st)
         elif (r.result == BEV_OK or r.consumed) and not self._freed:

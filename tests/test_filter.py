@@ -14,13 +14,14 @@ import pytest
 from gbufferevent import (
     BEV_ERROR, BEV_EVENT_CONNECTED, BEV_EVENT_EOF, BEV_EVENT_ERROR,
     BEV_EVENT_READING, BEV_EVENT_TIMEOUT, BEV_EVENT_WRITING, BEV_FINISHED,
-    BEV_FLUSH, BEV_NEED_MORE, BEV_NORMAL, BEV_OK, BEV_OPT_CLOSE_ON_FREE, BEV_OPT_DEFER_CALLBACKS, EV_READ,
-    EV_WRITE, Buffer, BuffereventClosedError, FilterBufferevent, FilterError,
-    FilterStage, ProcessFilter, SocketBufferevent, filter_new, pair_new,
+    BEV_FLUSH, BEV_NEED_MORE, BEV_NORMAL, BEV_OK, BEV_OPT_CLOSE_ON_FREE,
+    BEV_OPT_DEFER_CALLBACKS, EV_READ, EV_WRITE, Buffer, BuffereventClosedError,
+    FilterBufferevent, FilterError, FilterStage, ProcessFilter, RateLimitGroup,
+    SocketBufferevent, TokenBucketConfig, filter_new, pair_new,
 )
 from gbufferevent.filters import zlib_compress_filter, zlib_decompress_filter
 
-from conftest import wait_for
+from conftest import loopback_pair, wait_for
 
 PATTERN = bytes(i % 256 for i in range(8333))
 
@@ -774,44 +775,31 @@ def test_blocking_api_over_filters(sockpair):
     a.close()
 
 
+def three_filters(sock):
+    """xor, then zlib, then xor again, over a TCP socket; all CLOSE_ON_FREE."""
+    layers = [SocketBufferevent(sock, BEV_OPT_CLOSE_ON_FREE)]
+    for fin, fout in ((xor_filter(0xA5), xor_filter(0xA5)),
+                      (zlib_decompress_filter(), zlib_compress_filter()),
+                      (xor_filter(0x5A), xor_filter(0x5A))):
+        layers.append(FilterBufferevent(layers[-1], fin, fout, BEV_OPT_CLOSE_ON_FREE))
+    return layers
+
+
 def test_three_filters_over_tcp_and_closing_the_top_closes_the_socket():
-    listener = gevent.socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
-    received = gevent.event.AsyncResult()
-
-    def peer():
-        conn, _ = listener.accept()
-        bev = SocketBufferevent(conn, BEV_OPT_CLOSE_ON_FREE)
-        stack = FilterBufferevent(
-            FilterBufferevent(
-                FilterBufferevent(bev, xor_filter(0xA5), xor_filter(0xA5),
-                                  BEV_OPT_CLOSE_ON_FREE),
-                zlib_decompress_filter(), zlib_compress_filter(),
-                BEV_OPT_CLOSE_ON_FREE),
-            xor_filter(0x5A), xor_filter(0x5A), BEV_OPT_CLOSE_ON_FREE)
-        received.set((recv_until_eof(stack), stack))
-
-    g = gevent.spawn(peer)
-    sock = gevent.socket.create_connection(("127.0.0.1", port))
-    bev = SocketBufferevent(sock, BEV_OPT_CLOSE_ON_FREE)
-    mid = FilterBufferevent(bev, xor_filter(0xA5), xor_filter(0xA5), BEV_OPT_CLOSE_ON_FREE)
-    zl = FilterBufferevent(mid, zlib_decompress_filter(), zlib_compress_filter(),
-                           BEV_OPT_CLOSE_ON_FREE)
-    top = FilterBufferevent(zl, xor_filter(0x5A), xor_filter(0x5A), BEV_OPT_CLOSE_ON_FREE)
+    client, accepted = loopback_pair()
+    peer = three_filters(accepted)[-1]
+    received = gevent.spawn(recv_until_eof, peer, 20)
+    layers = three_filters(client)
+    top, bev = layers[-1], layers[0]
     assert top.get_underlying().get_underlying().get_underlying() is bev
-    assert top.getfd() == bev.getfd()
+    assert top.getfd() == bev.getfd() == client.fileno()
     payload = b"".join(b"record %d;" % i for i in range(30000))
     top.sendall(payload)
     top.close()
-    data, stack = received.get(timeout=20)
-    assert data == payload
-    assert bev.closed and mid.closed and zl.closed and top.closed
-    assert sock.fileno() == -1                   # the socket itself was closed
-    stack.close()
-    g.get(timeout=5)
-    listener.close()
+    assert received.get(timeout=20) == payload   # all of it, then EOF
+    assert all(layer.closed for layer in layers)
+    assert client.fileno() == -1                 # the socket itself was closed
+    peer.close()
 
 
 def test_blocked_greenlets_do_not_hang_when_the_pair_partner_goes_away():
@@ -891,52 +879,55 @@ def test_each_filter_call_sees_at_most_max_single_read_or_write():
     b.free()
 
 
-class Metered(FilterBufferevent):
-    """Stands in for the rate limiter: records charges, grants an allowance."""
-
-    allowance = 64
-
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
-        self.charged = {"read": 0, "write": 0}
-        self._rl = self              # "a rate limit is set"
-
-    def detach(self, bev):           # what free() asks of a rate limit
-        pass
-
-    def _rl_max(self, reading):
-        return self.allowance
-
-    def _charge_read(self, n):
-        self.charged["read"] += n
-
-    def _charge_write(self, n):
-        self.charged["write"] += n
-
-
-def test_rate_limit_hooks_lower_dst_limit_and_are_charged():
+def test_rate_limits_pace_a_filter_and_bound_each_step():
     ua, ub = pair_new()
-    limits = {"in": [], "out": []}
+    seen = {"in": [], "out": []}
 
     def rec(side):
         def f(src, dst, limit, mode, ctx):
-            limits[side].append(limit)
+            seen[side].append((len(src), limit))
             n = len(src) if limit < 0 else min(limit, len(src))
             dst.add(src.remove(n))
             return BEV_OK if n else BEV_NEED_MORE
         return f
 
-    f = Metered(ua, rec("in"), rec("out"))
-    f.write(b"w" * 1000)
+    f = FilterBufferevent(ua, rec("in"), rec("out"))
+    # 2000 bytes per 20 ms tick each way (100 kB/s), bursts of one tick
+    f.set_rate_limit(TokenBucketConfig(2000, 2000, 2000, 2000, tick_len=0.02))
+    group = RateLimitGroup(TokenBucketConfig(10**9, 10**9, 10**9, 10**9))
+    f.add_to_rate_limit_group(group)               # only to count what is charged
     ub.enable(EV_READ)
-    assert ub.readexactly(1000) == b"w" * 1000
-    ub.write(b"r" * 500)
-    assert f.readexactly(500) == b"r" * 500
-    assert limits["out"] and max(limits["out"]) <= 64
-    assert limits["in"] and max(limits["in"]) <= 64
-    assert f.charged == {"read": 500, "write": 1000}
+    loop = gevent.get_hub().loop
+    loop.update_now()
+    t0 = loop.now()
+    f.write(b"w" * 20000)
+    assert ub.readexactly(20000) == b"w" * 20000
+    ub.write(b"r" * 20000)
+    assert f.readexactly(20000) == b"r" * 20000
+    loop.update_now()
+    elapsed = loop.now() - t0
+    # 2 x 20000 bytes at 2000 per tick: about 18 ticks after the first ones
+    assert 0.25 <= elapsed < 5, elapsed
+    assert max(n for n, _ in seen["out"]) <= 2000         # steps fit the bucket
+    assert all(0 < lim <= 2000 for _, lim in seen["out"])
+    assert all(0 < lim <= 2000 for _, lim in seen["in"])
+    assert group.get_totals() == (20000, 20000)            # every byte charged once
     f.free()
     ub.free()
+    # through a compressor, the bytes charged are those written to the filter
+    ua, ub = pair_new()
+    z = FilterBufferevent(ua, None, zlib_compress_filter())
+    z.set_rate_limit(TokenBucketConfig(5000, 5000, 5000, 5000, tick_len=0.02))
+    group.reset_totals()
+    z.add_to_rate_limit_group(group)
+    ub.enable(EV_READ)
+    z.sendall(b"abc" * 10000)
+    z.flush(EV_WRITE, BEV_FINISHED)
+    assert zlib.decompress(ub.read()) == b"abc" * 10000
+    assert group.get_totals() == (0, 30000)
+    z.free()
+    ub.free()
+    group.free()
 
 
 def test_timeouts_on_the_filter_and_forwarded_from_the_underlying():
