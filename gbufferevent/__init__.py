@@ -12,6 +12,9 @@ from .errors import (
     BuffereventClosedError, CallbackError, IncompleteReadError, LimitOverrunError,
     SSLCertVerificationError, SSLEOFError, SSLError,
 )
+from .filter import (
+    FilterBufferevent, FilterError, FilterStage, ProcessFilter, filter_new,
+)
 from .pair import PairBufferevent, pair_new
 from .ratelimit import RateLimitGroup, TokenBucketConfig, TokenScheduler
 from .socket import SocketBufferevent, create_connection
@@ -24,9 +27,11 @@ __version__ = "0.1.0"
 
 __all__ = list(_constants_all) + [
     "Buffer", "Bufferevent", "DEFAULT_SEND_BUFFER", "SocketBufferevent",
-    "create_connection", "PairBufferevent", "pair_new", "BuffereventClosedError", "CallbackError",
-    "IncompleteReadError", "LimitOverrunError", "RateLimitGroup", "TokenBucketConfig",
-    "TokenScheduler", "__version__",
+    "create_connection", "PairBufferevent", "pair_new", "FilterBufferevent",
+    "filter_new", "FilterStage", "ProcessFilter", "FilterError",
+    "BuffereventClosedError", "CallbackError", "IncompleteReadError",
+    "LimitOverrunError", "RateLimitGroup", "TokenBucketConfig", "TokenScheduler",
+    "__version__",
     "SSLError", "SSLEOFError", "SSLCertVerificationError", "SSLSocketBufferevent",
     "SSLFilterBufferevent", "openssl_socket_new", "openssl_filter_new",
     "server_context", "client_context", "load_or_generate_cert",

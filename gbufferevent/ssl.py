@@ -62,7 +62,7 @@ from OpenSSL import SSL
 from .bufferevent import SUSPEND_FILTER, SUSPEND_LOOKUP, Bufferevent, _owned
 from .constants import (
     BEV_EVENT_CONNECTED, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_READING,
-    BEV_EVENT_TIMEOUT, BEV_EVENT_WRITING, BEV_FINISHED, BEV_OPT_CLOSE_ON_FREE,
+    BEV_EVENT_TIMEOUT, BEV_EVENT_WRITING, BEV_FINISHED, BEV_FLUSH, BEV_OPT_CLOSE_ON_FREE,
     BUFFEREVENT_SSL_ACCEPTING, BUFFEREVENT_SSL_CONNECTING, BUFFEREVENT_SSL_OPEN,
     EV_READ, EV_WRITE, SSLState,
 )
@@ -517,17 +517,26 @@ class _TLSCore:
         self._trigger_write()
 
     def _flush_tls(self):
-        """Move the ciphertext OpenSSL produced to the transport."""
+        """Move the ciphertext OpenSSL produced to the transport; at the end
+        of a burst (a handshake flight, an alert, the last of the output)
+        ask the transport to push it on (:meth:`_tx_flush`)."""
         ssl = self._ssl
+        moved = False
         while True:
             try:
                 data = ssl.bio_read(_BIO_CHUNK)
             except SSL.Error:
-                return
+                break
+            moved = True
             self._wire_out += len(data)
             self._tx_write(data)
             if len(data) < _BIO_CHUNK:
-                return
+                break
+        if moved and not (self.output._len and self._can_encrypt()):
+            self._tx_flush()
+
+    def _tx_flush(self):
+        """Kind hook: the ciphertext handed on so far should not wait for more."""
 
     def _flush_alert(self):
         """Send the alert of a failure, if the transport still takes it."""
@@ -1001,6 +1010,14 @@ class SSLFilterBufferevent(_TLSCore, Bufferevent):
         u.output.add(data)
         self._charge_write(len(data))
         self._note_write()
+
+    def _tx_flush(self):
+        # An underlying that holds bytes back (a compressing filter) must
+        # let a handshake flight or the end of a burst through; for a socket
+        # this is a no-op, for a pair a forced transfer.
+        u = self._under
+        if u is not None and not u._freed and u.output._len:
+            u.flush(EV_WRITE, BEV_FLUSH)
 
     def _u_read(self, u, _arg):
         self._pull()

@@ -31,7 +31,7 @@ from gevent.server import StreamServer
 
 from .constants import (
     BEV_EVENT_CONNECTED, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_TIMEOUT,
-    BEV_FINISHED, BEV_OPT_CLOSE_ON_FREE, EV_READ, EV_WRITE,
+    BEV_FINISHED, BEV_FLUSH, BEV_OPT_CLOSE_ON_FREE, EV_READ, EV_WRITE,
 )
 from .pair import pair_new
 from .socket import SocketBufferevent
@@ -95,6 +95,9 @@ class _Connection:
         up_raw = SocketBufferevent(None, BEV_OPT_CLOSE_ON_FREE, tunnel.hub)
         self.up_raw = up_raw
         self.up = tunnel._wrap_up(up_raw)
+        self._compressed = set()
+        if tunnel.compress is not None:
+            self._compressed.add(self.up if tunnel.compress_side == "up" else self.down)
         tunnel._limit(down)
         for bev in (self.down, self.up):
             bev.setwatermark(EV_WRITE, RELAY_LOW, 0)
@@ -111,6 +114,10 @@ class _Connection:
         if n:
             side.bytes += n
             dst.write_buffer(src.input)
+            if dst in self._compressed:
+                # Z_SYNC_FLUSH: what arrived so far can be inflated at the far
+                # end now, instead of waiting in the compressor for more.
+                dst.flush(EV_WRITE, BEV_FLUSH)
             if len(dst.output) >= RELAY_HIGH:
                 src.disable(EV_READ)        # backpressure: resumes in _wrote_*
 

@@ -115,6 +115,13 @@ def tls_pair(pki, made, kind="socket", tls12=False, options=BEV_OPT_CLOSE_ON_FRE
             a, b = gevent.socket.socketpair()
             made.extend([a, b])
             u0, u1 = SocketBufferevent(a, options), SocketBufferevent(b, options)
+        elif kind == "over-zlib":                # TLS over a compressing filter
+            from gbufferevent import FilterBufferevent
+            from gbufferevent.filters import zlib_compress_filter, zlib_decompress_filter
+            p0, p1 = pair_new()
+            made.extend([p0, p1])
+            u0, u1 = (FilterBufferevent(p, zlib_decompress_filter(), zlib_compress_filter(),
+                                        options) for p in (p0, p1))
         else:                                    # "tls-in-tls"
             u0, u1 = tls_pair(pki, made, "socket", tls12, options)
         made.extend([u0, u1])
@@ -143,7 +150,7 @@ def listener():
     return lst
 
 
-KINDS = ["socket", "pair", "over-socket", "tls-in-tls"]
+KINDS = ["socket", "pair", "over-socket", "over-zlib", "tls-in-tls"]
 
 
 # -- handshake, CONNECTED, data ----------------------------------------------------
@@ -499,15 +506,16 @@ def test_half_close_through_tls(pki, made):
     assert cli.recv(10) == b""
 
 
-def test_tunnel_over_tls_both_ends(pki, made):
+def test_tunnel_over_tls_and_zlib_both_ends(pki, made):
     from gbufferevent.tunnel import Tunnel
     target = BuffereventServer(("127.0.0.1", 0), echo_handler)
     target.start()
     made.append(target)
-    server_end = Tunnel(target.address, ("127.0.0.1", 0), tls_in=(pki.cert, pki.key))
+    server_end = Tunnel(target.address, ("127.0.0.1", 0), tls_in=(pki.cert, pki.key),
+                        compress=6)
     server_end.start()
     client_end = Tunnel(server_end.address, ("127.0.0.1", 0), tls_out=True, ca=pki.cert,
-                        server_hostname="localhost")
+                        server_hostname="localhost", compress=6)
     client_end.start()
     payload = os.urandom(300_000)
     try:

@@ -88,3 +88,21 @@ def test_open_in_process_through_pair(echo_server):
     bev.shutdown(socket.SHUT_WR)
     assert bev.recv(10) == b""
     bev.close()
+
+
+def test_two_tunnels_with_compression_small_and_large(echo_server):
+    server_end = Tunnel(echo_server, ("127.0.0.1", 0), compress=6,
+                        compress_side="down").start()
+    client_end = Tunnel(server_end.address, ("127.0.0.1", 0), compress=6,
+                        compress_side="up").start()
+    try:
+        s = gevent.socket.create_connection(client_end.address, timeout=10)
+        s.settimeout(10)
+        s.sendall(b"small interactive message\n")
+        assert s.recv(100) == b"small interactive message\n"   # not stuck in zlib
+        s.close()
+        payload = os.urandom(100_000) + b"a" * 650_000
+        assert roundtrip(client_end.address, payload) == payload
+    finally:
+        client_end.stop(grace=1)
+        server_end.stop(grace=1)
