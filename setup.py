@@ -19,7 +19,7 @@ setup(
         "cryptography>=41",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "gunicorn>=21"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "gunicorn>=21", "mypy>=1.10"],
         "bench": ["trio>=0.22", "psutil>=5"],
     },
     entry_points={"console_scripts": ["gbufferevent=gbufferevent.cli:main"]},

@@ -13,13 +13,18 @@ bufferevent) may set two hooks, ``_on_add`` and ``_on_drain``, plain callables
 run after bytes were added or removed; libevent's evbuffer callbacks play the
 same role.
 """
+from __future__ import annotations
+
 from collections import deque
 from itertools import islice
+from typing import Callable, Deque, List, Optional
+
+from ._typing import BytesLike
 
 __all__ = ["Buffer"]
 
 
-def _as_bytes(data, argname="data"):
+def _as_bytes(data: BytesLike, argname: str = "data") -> bytes:
     """Return *data* as an immutable ``bytes`` object (no copy for ``bytes``)."""
     if type(data) is bytes:
         return data
@@ -37,7 +42,7 @@ def _as_bytes(data, argname="data"):
     return view.tobytes()
 
 
-def _check_size(n, argname):
+def _check_size(n: int, argname: str) -> int:
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"{argname} must be an int, not {type(n).__name__}")
     return n
@@ -52,32 +57,32 @@ class Buffer:
 
     __slots__ = ("_chunks", "_off", "_len", "_on_add", "_on_drain", "__weakref__")
 
-    def __init__(self, data=b""):
-        self._chunks = deque()
+    def __init__(self, data: BytesLike = b"") -> None:
+        self._chunks: Deque[bytes] = deque()
         self._off = 0
         self._len = 0
-        self._on_add = None
-        self._on_drain = None
+        self._on_add: Optional[Callable[[], object]] = None
+        self._on_drain: Optional[Callable[[], object]] = None
         if data:
             self.add(data)
 
     # -- inspection ---------------------------------------------------------
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._len
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return self._len > 0
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Buffer len={self._len} chunks={len(self._chunks)}>"
 
-    def __bytes__(self):
+    def __bytes__(self) -> bytes:
         return self.pullup(-1) or b""
 
     # -- adding -------------------------------------------------------------
 
-    def add(self, data):
+    def add(self, data: BytesLike) -> int:
         """Append *data* (any bytes-like object; ``str`` raises TypeError).
 
         ``bytes`` are stored by reference; other bytes-like objects are copied
@@ -92,7 +97,7 @@ class Buffer:
                 self._on_add()
         return 0
 
-    def add_buffer(self, other):
+    def add_buffer(self, other: Buffer) -> int:
         """Move every byte of *other* to the end of this buffer, without copying.
 
         Returns 0 (``evbuffer_add_buffer``).
@@ -105,7 +110,7 @@ class Buffer:
 
     # -- removing -----------------------------------------------------------
 
-    def _take(self, n):
+    def _take(self, n: int) -> List[bytes]:
         """Remove and return exactly *n* (<= len) bytes as a list of chunks."""
         chunks = self._chunks
         out = []
@@ -124,7 +129,7 @@ class Buffer:
         self._off = off
         return out
 
-    def remove(self, n=-1):
+    def remove(self, n: int = -1) -> bytes:
         """Remove and return up to *n* bytes from the front (all if ``n < 0``).
 
         Returns ``b""`` when empty (``evbuffer_remove``).
@@ -158,7 +163,7 @@ class Buffer:
             self._on_drain()
         return data
 
-    def remove_buffer(self, dst, n=-1):
+    def remove_buffer(self, dst: Buffer, n: int = -1) -> int:
         """Move up to *n* bytes (all if ``n < 0``) to the end of *dst*.
 
         Whole chunks move by reference; a chunk cut in two is copied once.
@@ -182,7 +187,7 @@ class Buffer:
             dst._on_add()
         return n
 
-    def drain(self, n):
+    def drain(self, n: int) -> int:
         """Discard up to *n* bytes from the front. Returns 0 (``evbuffer_drain``)."""
         if type(n) is not int:
             _check_size(n, "n")
@@ -209,13 +214,13 @@ class Buffer:
             self._on_drain()
         return 0
 
-    def clear(self):
+    def clear(self) -> int:
         """Discard everything."""
         return self.drain(self._len)
 
     # -- peeking ------------------------------------------------------------
 
-    def pullup(self, n=-1):
+    def pullup(self, n: int = -1) -> Optional[bytes]:
         """Return the first *n* bytes (all if ``n < 0``) without removing them.
 
         Like ``evbuffer_pullup`` the bytes are made contiguous inside the buffer,
@@ -251,7 +256,7 @@ class Buffer:
         self._off = 0
         return joined if got == n else joined[:n]
 
-    def peek(self, n):
+    def peek(self, n: int) -> bytes:
         """Return up to *n* bytes from the front without removing them.
 
         Unlike :meth:`pullup` it never rearranges the buffer and returns what
@@ -278,7 +283,7 @@ class Buffer:
             got += len(parts[-1])
         return b"".join(parts)
 
-    def search(self, pattern, start=0):
+    def search(self, pattern: BytesLike, start: int = 0) -> int:
         """Return the index of the first *pattern* at or after *start*, or -1.
 
         ``evbuffer_search``.  Matches that span chunk boundaries are found.
@@ -317,7 +322,7 @@ class Buffer:
             off = 0
         return -1
 
-    def readln(self, eol=None):
+    def readln(self, eol: Optional[BytesLike] = None) -> Optional[bytes]:
         """Remove and return the next line without its terminator, or None.
 
         ``eol=None`` ends a line at ``\\n`` optionally preceded by ``\\r``

@@ -23,10 +23,15 @@ Kinds (socket, pair, filter, TLS) subclass it the way libevent's
 Everything that waits waits on the hub: watchers, timers and
 ``loop.run_callback``; blocked greenlets wait on gevent ``Waiter`` objects.
 """
+from __future__ import annotations
+
 import functools
 import logging
 import math
 import socket as _socket
+from typing import (
+    IO, TYPE_CHECKING, Any, Callable, List, Optional, Tuple, TypeVar, cast,
+)
 
 from gevent import getcurrent
 from gevent._hub_local import get_hub_if_exists
@@ -43,6 +48,10 @@ from .constants import (
 from .errors import (
     BuffereventClosedError, CallbackError, IncompleteReadError, LimitOverrunError,
 )
+from ._typing import BytesLike, DataCallback, EventCallback, Hub, SocketLike
+
+if TYPE_CHECKING:
+    from .ratelimit import _BevLimit
 
 __all__ = ["Bufferevent", "DEFAULT_SEND_BUFFER"]
 
@@ -70,9 +79,11 @@ FAST_PATH_BUDGET = 512 * 1024
 _PEND_READ = 1
 _PEND_WRITE = 2
 _TIMED_OUT = object()
+_F = TypeVar("_F", bound=Callable[..., Any])
+_B = TypeVar("_B", bound="Bufferevent")
 
 
-def _check_events(events, argname="events"):
+def _check_events(events: int, argname: str = "events") -> int:
     if isinstance(events, bool) or not isinstance(events, int):
         raise TypeError(f"{argname} must be an int (EV_READ|EV_WRITE), "
                         f"not {type(events).__name__}")
@@ -82,7 +93,7 @@ def _check_events(events, argname="events"):
     return events
 
 
-def _check_timeout(value, argname):
+def _check_timeout(value: Optional[float], argname: str) -> Optional[float]:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -100,7 +111,7 @@ def _check_cb(cb, argname):
     return cb
 
 
-def _owned(method):
+def _owned(method: _F) -> _F:
     """Run *method* on the bufferevent's own hub.
 
     A bufferevent belongs to the hub (thread) that made it.  Called from
@@ -112,7 +123,7 @@ def _owned(method):
     name = method.__name__
 
     @functools.wraps(method)
-    def wrapper(self, *args):
+    def wrapper(self: Any, *args: Any) -> Any:
         if get_hub_if_exists() is self.hub:
             return method(self, *args)
         if not self.options & BEV_OPT_THREADSAFE:
@@ -121,7 +132,7 @@ def _owned(method):
                 "hub that made it (create it with BEV_OPT_THREADSAFE to allow this)")
         self.loop.run_callback_threadsafe(method, self, *args)
         return 0
-    return wrapper
+    return cast(_F, wrapper)
 
 
 class Bufferevent:
@@ -133,7 +144,7 @@ class Bufferevent:
     :raises ValueError: unknown option bits.
     """
 
-    def __init__(self, options=0, hub=None):
+    def __init__(self, options: int = 0, hub: Optional[Hub] = None) -> None:
         if isinstance(options, bool) or not isinstance(options, int):
             raise TypeError(f"options must be an int, not {type(options).__name__}")
         if options & ~_ALL_OPTIONS or options < 0:
@@ -150,8 +161,10 @@ class Bufferevent:
         self._susp_w = 0
         self._rd_lo = self._rd_hi = 0
         self._wr_lo = self._wr_hi = 0
-        self._readcb = self._writecb = self._eventcb = None
-        self._cbarg = None
+        self._readcb: Optional[DataCallback] = None
+        self._writecb: Optional[DataCallback] = None
+        self._eventcb: Optional[EventCallback] = None
+        self._cbarg: Any = None
         self._max_read = MAX_SINGLE_READ_DEFAULT
         self._max_write = MAX_SINGLE_WRITE_DEFAULT
         self._deferred = bool(options & BEV_OPT_DEFER_CALLBACKS)
@@ -159,26 +172,28 @@ class Bufferevent:
         self._pend_events = 0
         self._pend_scheduled = False
         # generic timeouts (seconds), their timers, last activity (loop time)
-        self._rtimeout = self._wtimeout = None
-        self._rtimer = self._wtimer = None
+        self._rtimeout: Optional[float] = None
+        self._wtimeout: Optional[float] = None
+        self._rtimer: Any = None      # loop timers (gevent watchers)
+        self._wtimer: Any = None
         self._rlast = self._wlast = 0.0
         # rate limiting (filled in by gbufferevent.ratelimit)
-        self._rl = None
-        self._group = None
+        self._rl: Optional[_BevLimit] = None
+        self._group: Optional[RateLimitGroup] = None
         # lifecycle
         self._freed = False
         self._closing = False
         self._shut_wr = False      # shutdown(SHUT_WR) asked, not yet done
         self._shut_wr_done = False
         self._eof = False
-        self._error = None
+        self._error: Optional[BaseException] = None
         # blocking layer
-        self._readers = []
-        self._writers = []         # (waiter, threshold)
-        self._sock_timeout = None
+        self._readers: List[Any] = []
+        self._writers: List[Any] = []         # (waiter, threshold)
+        self._sock_timeout: Optional[float] = None
         self._fast_budget = FAST_PATH_BUDGET
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "freed" if self._freed else f"enabled={self._enabled:#x}"
         return (f"<{type(self).__name__} {state} in={len(self.input)} "
                 f"out={len(self.output)}>")
@@ -188,7 +203,8 @@ class Bufferevent:
     # ------------------------------------------------------------------
 
     @_owned
-    def setcb(self, readcb, writecb, eventcb, cbarg=None):
+    def setcb(self, readcb: Optional[DataCallback], writecb: Optional[DataCallback],
+              eventcb: Optional[EventCallback], cbarg: Any = None) -> int:
         """Set the callbacks (``bufferevent_setcb``).
 
         ``readcb(bev, cbarg)`` runs when ``input`` reaches the read low
@@ -206,7 +222,8 @@ class Bufferevent:
         self._cbarg = cbarg
         return 0
 
-    def getcb(self):
+    def getcb(self) -> Tuple[Optional[DataCallback], Optional[DataCallback],
+                             Optional[EventCallback], Any]:
         """Return ``(readcb, writecb, eventcb, cbarg)`` (``bufferevent_getcb``)."""
         return self._readcb, self._writecb, self._eventcb, self._cbarg
 
@@ -215,7 +232,7 @@ class Bufferevent:
     # ------------------------------------------------------------------
 
     @_owned
-    def enable(self, events):
+    def enable(self, events: int) -> int:
         """Enable reading and/or writing (``bufferevent_enable``).
 
         :param events: ``EV_READ``, ``EV_WRITE`` or both.
@@ -229,7 +246,7 @@ class Bufferevent:
         return 0
 
     @_owned
-    def disable(self, events):
+    def disable(self, events: int) -> int:
         """Disable reading and/or writing (``bufferevent_disable``). Returns 0."""
         _check_events(events)
         if self._freed:
@@ -238,7 +255,7 @@ class Bufferevent:
         self._update_io()
         return 0
 
-    def get_enabled(self):
+    def get_enabled(self) -> int:
         """Return the enabled directions as ``EV_READ``/``EV_WRITE`` bits."""
         return self._enabled
 
@@ -287,7 +304,7 @@ class Bufferevent:
     # ------------------------------------------------------------------
 
     @_owned
-    def setwatermark(self, events, lowmark, highmark):
+    def setwatermark(self, events: int, lowmark: int, highmark: int) -> int:
         """Set the watermarks of one or both directions (``bufferevent_setwatermark``).
 
         :param events: ``EV_READ`` and/or ``EV_WRITE``.
@@ -319,7 +336,7 @@ class Bufferevent:
         self._update_io()
         return 0
 
-    def getwatermark(self, events):
+    def getwatermark(self, events: int) -> Tuple[int, int]:
         """Return ``(low, high)`` of one direction (``bufferevent_getwatermark``).
 
         :raises ValueError: *events* is not exactly ``EV_READ`` or ``EV_WRITE``.
@@ -335,7 +352,7 @@ class Bufferevent:
     # Data
     # ------------------------------------------------------------------
 
-    def write(self, data):
+    def write(self, data: BytesLike) -> int:
         """Append *data* to ``output``; never blocks (``bufferevent_write``).
 
         From another thread (with ``BEV_OPT_THREADSAFE``) the bytes are copied
@@ -360,7 +377,7 @@ class Bufferevent:
         self.output.add(data)
         return 0
 
-    def write_buffer(self, buf):
+    def write_buffer(self, buf: Buffer) -> int:
         """Move all of *buf* to ``output`` (``bufferevent_write_buffer``). Returns 0."""
         if get_hub_if_exists() is not self.hub:
             taken = Buffer()
@@ -369,20 +386,20 @@ class Bufferevent:
         self._check_alive(writing=True)
         return self.output.add_buffer(buf)
 
-    def read(self, size=-1):
+    def read(self, size: int = -1) -> bytes:
         """Remove and return up to *size* bytes of ``input`` (all if negative).
 
         Never blocks; ``b""`` when nothing is buffered (``bufferevent_read``).
         """
         return self.input.remove(size)
 
-    def read_buffer(self, buf):
+    def read_buffer(self, buf: Buffer) -> int:
         """Move all of ``input`` to *buf* (``bufferevent_read_buffer``). Returns 0."""
         self.input.remove_buffer(buf)
         return 0
 
     @_owned
-    def flush(self, iotype=EV_READ | EV_WRITE, mode=BEV_FLUSH):
+    def flush(self, iotype: int = EV_READ | EV_WRITE, mode: int = BEV_FLUSH) -> int:
         """Force bytes through, as far as this kind can (``bufferevent_flush``).
 
         :param iotype: ``EV_READ``, ``EV_WRITE`` or both.
@@ -398,7 +415,7 @@ class Bufferevent:
             return -1
         return self._be_flush(iotype, FlushMode(mode))
 
-    def _be_flush(self, iotype, mode):
+    def _be_flush(self, iotype: int, mode: FlushMode) -> int:
         return 0
 
     # ------------------------------------------------------------------
@@ -406,7 +423,7 @@ class Bufferevent:
     # ------------------------------------------------------------------
 
     @_owned
-    def set_timeouts(self, read, write):
+    def set_timeouts(self, read: Optional[float], write: Optional[float]) -> int:
         """Set the read and write timeouts in seconds; None or 0 turns one off.
 
         A read timeout fires ``BEV_EVENT_TIMEOUT|BEV_EVENT_READING`` when reading
@@ -495,7 +512,7 @@ class Bufferevent:
     # Per-step caps and rate-limit hooks
     # ------------------------------------------------------------------
 
-    def set_max_single_read(self, size):
+    def set_max_single_read(self, size: int) -> int:
         """Cap each read step at *size* bytes (``bufferevent_set_max_single_read``).
 
         0 or >= ``EV_SSIZE_MAX`` restores the default (16384).
@@ -505,7 +522,7 @@ class Bufferevent:
         self._max_read = self._check_max(size, MAX_SINGLE_READ_DEFAULT)
         return 0
 
-    def set_max_single_write(self, size):
+    def set_max_single_write(self, size: int) -> int:
         """Cap each write step at *size* bytes (``bufferevent_set_max_single_write``).
 
         0 or >= ``EV_SSIZE_MAX`` restores the default (16384). Returns 0.
@@ -514,7 +531,7 @@ class Bufferevent:
         return 0
 
     @staticmethod
-    def _check_max(size, default):
+    def _check_max(size: int, default: int) -> int:
         _check_size(size, "size")
         if size < 0:
             raise ValueError("size must be >= 0")
@@ -522,15 +539,15 @@ class Bufferevent:
             return default
         return size
 
-    def get_max_single_read(self):
+    def get_max_single_read(self) -> int:
         """Bytes one read step may take (``bufferevent_get_max_single_read``)."""
         return self._max_read
 
-    def get_max_single_write(self):
+    def get_max_single_write(self) -> int:
         """Bytes one write step may hand on (``bufferevent_get_max_single_write``)."""
         return self._max_write
 
-    def get_max_to_read(self):
+    def get_max_to_read(self) -> int:
         """Bytes this bufferevent would read right now: the minimum of max single
         read, its token bucket and its group share, never negative
         (``bufferevent_get_max_to_read``)."""
@@ -538,18 +555,18 @@ class Bufferevent:
             return self._max_read
         return self._rl_max(True)
 
-    def get_max_to_write(self):
+    def get_max_to_write(self) -> int:
         """Bytes this bufferevent would write right now (``bufferevent_get_max_to_write``)."""
         if self._rl is None and self._group is None:
             return self._max_write
         return self._rl_max(False)
 
-    def _rl_max(self, reading):
+    def _rl_max(self, reading: bool) -> int:
         """Step size under rate limits (:func:`gbufferevent.ratelimit.max_step`);
         0 suspends the direction until the scheduler refills it."""
         return _ratelimit.max_step(self, reading)
 
-    def _read_allowance(self):
+    def _read_allowance(self) -> int:
         """Bytes one read step may add to ``input`` now (0: do not read)."""
         n = self._max_read if (self._rl is None and self._group is None) \
             else self._rl_max(True)
@@ -560,7 +577,7 @@ class Bufferevent:
                 n = room
         return n if n > 0 else 0
 
-    def _write_allowance(self):
+    def _write_allowance(self) -> int:
         """Bytes one write step may take from ``output`` now."""
         if self._rl is None and self._group is None:
             return self._max_write
@@ -582,7 +599,7 @@ class Bufferevent:
     # ------------------------------------------------------------------
 
     @_owned
-    def set_rate_limit(self, cfg):
+    def set_rate_limit(self, cfg: Optional[TokenBucketConfig]) -> int:
         """Limit this bufferevent with token buckets (``bufferevent_set_rate_limit``).
 
         :param cfg: a :class:`~gbufferevent.TokenBucketConfig` (rates and
@@ -598,24 +615,24 @@ class Bufferevent:
         """
         return _ratelimit.set_rate_limit(self, cfg)
 
-    def get_token_bucket_cfg(self):
+    def get_token_bucket_cfg(self) -> Optional[TokenBucketConfig]:
         """The :class:`~gbufferevent.TokenBucketConfig` set, or None
         (``bufferevent_get_token_bucket_cfg``)."""
         return None if self._rl is None else self._rl.cfg
 
-    def get_read_limit(self):
+    def get_read_limit(self) -> int:
         """This bufferevent's read bucket now, bytes (may be negative);
         ``EV_SSIZE_MAX`` without a limit.  The group is not consulted
         (``bufferevent_get_read_limit``)."""
         return _ratelimit.get_limit(self, True)
 
-    def get_write_limit(self):
+    def get_write_limit(self) -> int:
         """This bufferevent's write bucket now, bytes; ``EV_SSIZE_MAX`` without
         a limit (``bufferevent_get_write_limit``)."""
         return _ratelimit.get_limit(self, False)
 
     @_owned
-    def decrement_read_limit(self, decr):
+    def decrement_read_limit(self, decr: int) -> int:
         """Take *decr* bytes from the read bucket, e.g. for traffic sent
         outside the bufferevent; negative adds (``bufferevent_decrement_read_limit``).
 
@@ -627,13 +644,13 @@ class Bufferevent:
         return _ratelimit.decrement_limit(self, True, decr)
 
     @_owned
-    def decrement_write_limit(self, decr):
+    def decrement_write_limit(self, decr: int) -> int:
         """Take *decr* bytes from the write bucket; negative adds
         (``bufferevent_decrement_write_limit``); see :meth:`decrement_read_limit`."""
         return _ratelimit.decrement_limit(self, False, decr)
 
     @_owned
-    def add_to_rate_limit_group(self, group):
+    def add_to_rate_limit_group(self, group: RateLimitGroup) -> int:
         """Join *group* (a :class:`~gbufferevent.RateLimitGroup`), leaving any
         other group (``bufferevent_add_to_rate_limit_group``).  Returns 0.
 
@@ -644,7 +661,7 @@ class Bufferevent:
         return group.add(self)
 
     @_owned
-    def remove_from_rate_limit_group(self):
+    def remove_from_rate_limit_group(self) -> int:
         """Leave the group, if any (``bufferevent_remove_from_rate_limit_group``). Returns 0."""
         if self._group is not None:
             self._group.remove(self)
@@ -806,7 +823,7 @@ class Bufferevent:
                 "bufferevent is closed for writing")
 
     @_owned
-    def free(self):
+    def free(self) -> None:
         """Release the bufferevent now (``bufferevent_free``).
 
         Callbacks are cleared first, so none runs afterwards; pending output is
@@ -844,28 +861,28 @@ class Bufferevent:
         self.free()
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True once the bufferevent was freed or closed."""
         return self._freed or self._closing
 
-    def get_underlying(self):
+    def get_underlying(self) -> Optional[Bufferevent]:
         """The bufferevent this one wraps, or None (``bufferevent_get_underlying``)."""
         return None
 
-    def getfd(self):
+    def getfd(self) -> int:
         """The file descriptor, or -1 if there is none (``bufferevent_getfd``)."""
         return -1
 
-    def fileno(self):
+    def fileno(self) -> int:
         """Same as :meth:`getfd` (so ``select``-style code can use it)."""
         return self.getfd()
 
-    def setfd(self, fd):
+    def setfd(self, fd: Optional[SocketLike]) -> int:
         """Give the bufferevent a new fd (``bufferevent_setfd``); -1 where the kind has none."""
         return -1
 
     @property
-    def last_error(self):
+    def last_error(self) -> Optional[BaseException]:
         """The exception behind the last ERROR event, or None."""
         return self._error
 
@@ -873,7 +890,7 @@ class Bufferevent:
     # Greenlet-blocking, socket-like layer
     # ------------------------------------------------------------------
 
-    def settimeout(self, timeout):
+    def settimeout(self, timeout: Optional[float]) -> None:
         """Timeout in seconds for the blocking calls (None: wait forever).
 
         A blocking call that runs out raises ``TimeoutError``.
@@ -882,7 +899,7 @@ class Bufferevent:
         if timeout == 0:
             self._sock_timeout = 0.0
 
-    def gettimeout(self):
+    def gettimeout(self) -> Optional[float]:
         """The blocking-call timeout in seconds, or None."""
         return self._sock_timeout
 
@@ -989,7 +1006,7 @@ class Bufferevent:
                 return        # enabling moved bytes at once (pairs, filters)
         self._wait(self._readers, deadline=deadline)
 
-    def recv(self, bufsize, flags=0):
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """Block until bytes arrive; return up to *bufsize* of them.
 
         Returns ``b""`` at EOF.  Raises the transport's ``OSError`` (e.g.
@@ -1030,7 +1047,7 @@ class Bufferevent:
         same caps and limits.  Returns the number of bytes taken (0: none)."""
         return 0
 
-    def recv_into(self, buffer, nbytes=0, flags=0):
+    def recv_into(self, buffer: BytesLike, nbytes: int = 0, flags: int = 0) -> int:
         """Like :meth:`recv`, into a writable buffer; returns the byte count."""
         view = memoryview(buffer)
         if view.readonly:
@@ -1057,7 +1074,7 @@ class Bufferevent:
             self._await_data(deadline)
         return True
 
-    def readexactly(self, n):
+    def readexactly(self, n: int) -> bytes:
         """Block until exactly *n* bytes arrived and return them.
 
         :raises IncompleteReadError: EOF first (``.partial`` has what came).
@@ -1069,7 +1086,7 @@ class Bufferevent:
             raise IncompleteReadError(self.input.remove(), n)
         return self.input.remove(n)
 
-    def readuntil(self, separator=b"\n", limit=-1):
+    def readuntil(self, separator: BytesLike = b"\n", limit: int = -1) -> bytes:
         """Block until *separator* arrives; return the bytes up to and including it.
 
         :raises IncompleteReadError: EOF first (``.partial`` has what came).
@@ -1096,7 +1113,7 @@ class Bufferevent:
             if not self._fill(len(inp) + 1, deadline):
                 raise IncompleteReadError(inp.remove(), None)
 
-    def readline(self, limit=-1):
+    def readline(self, limit: int = -1) -> bytes:
         """Block until a whole line arrived; return it with its ``b"\\n"``.
 
         At most *limit* bytes if ``limit >= 0`` (like a file's readline).  At
@@ -1150,7 +1167,7 @@ class Bufferevent:
         if self._freed or self._closing or self._shut_wr:
             raise BrokenPipeError(32, "bufferevent is closed for writing")
 
-    def send(self, data, flags=0):
+    def send(self, data: BytesLike, flags: int = 0) -> int:
         """Queue as much of *data* as fits in the send buffer; return how much.
 
         Blocks only while the output is full (see :data:`DEFAULT_SEND_BUFFER`
@@ -1170,7 +1187,7 @@ class Bufferevent:
         self.write(data if n == len(data) else data[:n])
         return n
 
-    def sendall(self, data, flags=0):
+    def sendall(self, data: BytesLike, flags: int = 0) -> None:
         """Send all of *data*; return once it has been handed on.
 
         Applies backpressure: at most one send buffer's worth is queued at a
@@ -1207,12 +1224,12 @@ class Bufferevent:
                 pos += len(chunk)
         self._wait_writable(self._wr_lo, deadline)
 
-    def drain(self):
+    def drain(self) -> None:
         """Block until ``output`` is empty (everything handed to the transport)."""
         self._wait_writable(0, self._deadline())
 
     @_owned
-    def shutdown(self, how):
+    def shutdown(self, how: int) -> None:
         """``socket.shutdown``: ``SHUT_WR`` delivers pending output, then ends the
         stream for the peer (FIN; EOF on a pair partner); reading goes on.
         ``SHUT_RD`` stops reading. ``SHUT_RDWR`` both."""
@@ -1232,7 +1249,7 @@ class Bufferevent:
                 self.enable(EV_WRITE)
 
     @_owned
-    def close(self):
+    def close(self) -> None:
         """Close like a socket: pending output is delivered, then the transport
         is closed (with ``BEV_OPT_CLOSE_ON_FREE``) and the bufferevent freed.
 
@@ -1258,14 +1275,15 @@ class Bufferevent:
         else:
             self._be_close_ready()
 
-    def __enter__(self):
+    def __enter__(self: _B) -> _B:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def makefile(self, mode="r", buffering=None, *, encoding=None, errors=None,
-                 newline=None):
+    def makefile(self, mode: str = "r", buffering: Optional[int] = None, *,
+                 encoding: Optional[str] = None, errors: Optional[str] = None,
+                 newline: Optional[str] = None) -> IO[Any]:
         """A file object reading/writing through the blocking layer (``socket.makefile``)."""
         from ._fileio import makefile
         return makefile(self, mode, buffering, encoding, errors, newline)
@@ -1274,3 +1292,4 @@ class Bufferevent:
 # Rate limiting builds on the SUSPEND_* bits above; imported last because
 # gbufferevent.ratelimit imports this module.
 from . import ratelimit as _ratelimit  # noqa: E402
+from .ratelimit import RateLimitGroup, TokenBucketConfig  # noqa: E402,F401  (annotations)

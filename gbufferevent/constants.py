@@ -5,8 +5,11 @@ and ``event2/util.h`` so that code ported from C reads the same.  The enums are
 :class:`enum.IntFlag`/:class:`enum.IntEnum`, so they compare equal to the plain
 integers libevent uses; the module-level names are the same members.
 """
+from __future__ import annotations
+
 import enum
 import sys
+from typing import Final
 
 __all__ = [
     "Options", "Event", "FlushMode", "FilterResult", "SSLState",
@@ -66,42 +69,42 @@ class SSLState(enum.IntEnum):
     BUFFEREVENT_SSL_ACCEPTING = 2
 
 
-BEV_OPT_CLOSE_ON_FREE = Options.BEV_OPT_CLOSE_ON_FREE
-BEV_OPT_THREADSAFE = Options.BEV_OPT_THREADSAFE
-BEV_OPT_DEFER_CALLBACKS = Options.BEV_OPT_DEFER_CALLBACKS
-BEV_OPT_UNLOCK_CALLBACKS = Options.BEV_OPT_UNLOCK_CALLBACKS
+BEV_OPT_CLOSE_ON_FREE: Final = Options.BEV_OPT_CLOSE_ON_FREE
+BEV_OPT_THREADSAFE: Final = Options.BEV_OPT_THREADSAFE
+BEV_OPT_DEFER_CALLBACKS: Final = Options.BEV_OPT_DEFER_CALLBACKS
+BEV_OPT_UNLOCK_CALLBACKS: Final = Options.BEV_OPT_UNLOCK_CALLBACKS
 
 #: Directions for enable/disable/flush/watermarks (``EV_READ``/``EV_WRITE``).
-EV_READ = 0x02
-EV_WRITE = 0x04
+EV_READ: Final[int] = 0x02
+EV_WRITE: Final[int] = 0x04
 
-BEV_EVENT_READING = Event.BEV_EVENT_READING
-BEV_EVENT_WRITING = Event.BEV_EVENT_WRITING
-BEV_EVENT_EOF = Event.BEV_EVENT_EOF
-BEV_EVENT_ERROR = Event.BEV_EVENT_ERROR
-BEV_EVENT_TIMEOUT = Event.BEV_EVENT_TIMEOUT
-BEV_EVENT_CONNECTED = Event.BEV_EVENT_CONNECTED
+BEV_EVENT_READING: Final = Event.BEV_EVENT_READING
+BEV_EVENT_WRITING: Final = Event.BEV_EVENT_WRITING
+BEV_EVENT_EOF: Final = Event.BEV_EVENT_EOF
+BEV_EVENT_ERROR: Final = Event.BEV_EVENT_ERROR
+BEV_EVENT_TIMEOUT: Final = Event.BEV_EVENT_TIMEOUT
+BEV_EVENT_CONNECTED: Final = Event.BEV_EVENT_CONNECTED
 
-BEV_NORMAL = FlushMode.BEV_NORMAL
-BEV_FLUSH = FlushMode.BEV_FLUSH
-BEV_FINISHED = FlushMode.BEV_FINISHED
+BEV_NORMAL: Final = FlushMode.BEV_NORMAL
+BEV_FLUSH: Final = FlushMode.BEV_FLUSH
+BEV_FINISHED: Final = FlushMode.BEV_FINISHED
 
-BEV_OK = FilterResult.BEV_OK
-BEV_NEED_MORE = FilterResult.BEV_NEED_MORE
-BEV_ERROR = FilterResult.BEV_ERROR
+BEV_OK: Final = FilterResult.BEV_OK
+BEV_NEED_MORE: Final = FilterResult.BEV_NEED_MORE
+BEV_ERROR: Final = FilterResult.BEV_ERROR
 
-BUFFEREVENT_SSL_OPEN = SSLState.BUFFEREVENT_SSL_OPEN
-BUFFEREVENT_SSL_CONNECTING = SSLState.BUFFEREVENT_SSL_CONNECTING
-BUFFEREVENT_SSL_ACCEPTING = SSLState.BUFFEREVENT_SSL_ACCEPTING
+BUFFEREVENT_SSL_OPEN: Final = SSLState.BUFFEREVENT_SSL_OPEN
+BUFFEREVENT_SSL_CONNECTING: Final = SSLState.BUFFEREVENT_SSL_CONNECTING
+BUFFEREVENT_SSL_ACCEPTING: Final = SSLState.BUFFEREVENT_SSL_ACCEPTING
 
 #: ``EV_SSIZE_MAX``: the largest signed size; "no limit" for rate limits.
-EV_SSIZE_MAX = sys.maxsize
+EV_SSIZE_MAX: Final[int] = sys.maxsize
 #: ``EV_RATE_LIMIT_MAX``: the largest accepted rate or burst.
-EV_RATE_LIMIT_MAX = EV_SSIZE_MAX
+EV_RATE_LIMIT_MAX: Final[int] = EV_SSIZE_MAX
 
 #: libevent's default per-step caps (``MAX_SINGLE_READ_DEFAULT``), in bytes.
-MAX_SINGLE_READ_DEFAULT = 16384
-MAX_SINGLE_WRITE_DEFAULT = 16384
+MAX_SINGLE_READ_DEFAULT: Final[int] = 16384
+MAX_SINGLE_WRITE_DEFAULT: Final[int] = 16384
 
-_ALL_OPTIONS = 0x0F
-_ALL_EVENTS = EV_READ | EV_WRITE
+_ALL_OPTIONS: Final[int] = 0x0F
+_ALL_EVENTS: Final[int] = EV_READ | EV_WRITE

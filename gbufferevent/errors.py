@@ -3,8 +3,11 @@
 The blocking (socket-like) layer raises the ``OSError`` subclass a socket
 would; the classes here cover what sockets have no word for.
 """
+from __future__ import annotations
+
 import errno
 import ssl as _stdssl
+from typing import Optional, Sequence
 
 __all__ = [
     "BuffereventClosedError", "IncompleteReadError", "LimitOverrunError",
@@ -18,7 +21,7 @@ class BuffereventClosedError(OSError, RuntimeError):
     Also a ``RuntimeError``: using a freed bufferevent is a wrong-state error.
     """
 
-    def __init__(self, msg="bufferevent is closed"):
+    def __init__(self, msg: str = "bufferevent is closed") -> None:
         super().__init__(errno.EBADF, msg)
 
 
@@ -29,7 +32,7 @@ class IncompleteReadError(EOFError):
     for (or ``None`` for ``readuntil``), as in asyncio.
     """
 
-    def __init__(self, partial, expected):
+    def __init__(self, partial: bytes, expected: Optional[int]) -> None:
         self.partial = partial
         self.expected = expected
         super().__init__(
@@ -47,7 +50,7 @@ class CallbackError(OSError):
     The original exception is ``__cause__``.
     """
 
-    def __init__(self, where, exc):
+    def __init__(self, where: str, exc: BaseException) -> None:
         super().__init__(errno.EIO, f"{where} raised {type(exc).__name__}: {exc}")
         self.__cause__ = exc
 
@@ -60,9 +63,9 @@ class SSLError(_stdssl.SSLError):
     codes (:class:`~gbufferevent.ssl_errors.OpenSSLErrorCode`), oldest first.
     """
 
-    reason = None
-    library = "SSL"
-    openssl_errors = ()
+    reason: Optional[str] = None  # type: ignore[assignment]  # ssl.SSLError says str
+    library: str = "SSL"
+    openssl_errors: Sequence[int] = ()
 
 
 class SSLEOFError(SSLError, _stdssl.SSLEOFError):

@@ -40,19 +40,22 @@ Where this module differs from libevent (the issue decided):
   a peer that does not read cannot make memory grow without bound;
 * :meth:`~FilterBufferevent.close` delivers every layer's pending output.
 """
+from __future__ import annotations
+
 import errno
 import logging
 import socket as _socket
-from typing import NamedTuple
+from typing import Any, NamedTuple, Optional, Union
 
 from .buffer import Buffer, _as_bytes
 from .bufferevent import DEFAULT_SEND_BUFFER, SUSPEND_FILTER, Bufferevent
 from .constants import (
     BEV_ERROR, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_READING,
     BEV_EVENT_WRITING, BEV_FINISHED, BEV_NEED_MORE, BEV_NORMAL, BEV_OK,
-    BEV_OPT_CLOSE_ON_FREE, EV_READ, EV_WRITE, FilterResult,
+    BEV_OPT_CLOSE_ON_FREE, EV_READ, EV_WRITE, FilterResult, FlushMode,
 )
 from .errors import BuffereventClosedError
+from ._typing import FilterFunc, FilterSpec, FreeContext, SocketLike, SupportsProcess
 
 __all__ = [
     "FilterBufferevent", "filter_new", "FilterStage", "StepResult",
@@ -71,7 +74,7 @@ class FilterError(OSError):
     filters do that to say why).
     """
 
-    def __init__(self, msg, cause=None):
+    def __init__(self, msg: str, cause: Optional[BaseException] = None) -> None:
         super().__init__(errno.EPROTO, msg)
         self.__cause__ = cause
 
@@ -96,7 +99,7 @@ class StepResult(NamedTuple):
     more: bool
 
 
-def input_budget(src, dst_limit, mode):
+def input_budget(src: Buffer, dst_limit: int, mode: int) -> int:
     """How many bytes of *src* a size-preserving filter takes in one call.
 
     All of it, except in ``BEV_NORMAL`` with a ``dst_limit``: then about
@@ -109,7 +112,7 @@ def input_budget(src, dst_limit, mode):
     return n
 
 
-def _check_filter(f, argname):
+def _check_filter(f: FilterSpec, argname: str) -> Optional[FilterFunc]:
     if f is None or callable(f):
         return f
     if callable(getattr(f, "process", None)):
@@ -132,24 +135,25 @@ class FilterStage:
     exception behind the failure, or None), ``calls`` (how many times *fn* ran).
     """
 
-    def __init__(self, fn, ctx=None, name="filter"):
+    def __init__(self, fn: FilterSpec, ctx: Any = None, name: str = "filter") -> None:
         self.fn = _check_filter(fn, f"{name}_filter")
         self.ctx = ctx
         self.name = name
         self.dead = False
         self.finished = False
-        self.error = None
+        self.error: Optional[BaseException] = None
         self.calls = 0
         self.in_call = False
         self._grow = 1
         self._idle_at = -1       # source length when it last said NEED_MORE
 
-    def waiting(self, src):
+    def waiting(self, src: Buffer) -> bool:
         """True if the last call returned ``BEV_NEED_MORE`` on all of *src* and
         nothing was added since: calling again in ``BEV_NORMAL`` is pointless."""
         return self._idle_at == src._len
 
-    def step(self, src, dst, dst_limit=-1, mode=BEV_NORMAL, window=0):
+    def step(self, src: Buffer, dst: Buffer, dst_limit: int = -1, mode: FlushMode = BEV_NORMAL,
+             window: int = 0) -> StepResult:
         """Call the filter once and report what happened.
 
         :param src: the source :class:`~gbufferevent.Buffer`.
@@ -222,11 +226,12 @@ class FilterStage:
             drain_hook()
         return StepResult(res, consumed, produced, more)
 
-    def _call(self, src, dst, dst_limit, mode):
+    def _call(self, src: Buffer, dst: Buffer, dst_limit: int, mode: FlushMode) -> FilterResult:
         self.calls += 1
         self.in_call = True
         try:
-            res = self.fn(src, dst, dst_limit, mode, self.ctx)
+            # step() calls _call only when fn is not None
+            res = self.fn(src, dst, dst_limit, mode, self.ctx)  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - user code
             log.error("%s filter %r raised %s: %s", self.name, self.fn,
                       type(exc).__name__, exc, exc_info=exc)
@@ -244,7 +249,7 @@ class FilterStage:
             self.error = why if isinstance(why, BaseException) else None
         return FilterResult(res)
 
-    def failure(self):
+    def failure(self) -> FilterError:
         """The :class:`FilterError` describing why the stage died."""
         return FilterError(f"{self.name} filter failed"
                            + (f": {self.error}" if self.error is not None else
@@ -268,16 +273,17 @@ class ProcessFilter:
 
     __slots__ = ("obj",)
 
-    def __init__(self, obj):
+    def __init__(self, obj: SupportsProcess) -> None:
         if not callable(getattr(obj, "process", None)):
             raise TypeError(f"obj must have a process(data, mode) method, "
                             f"not {type(obj).__name__}")
         self.obj = obj
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"ProcessFilter({self.obj!r})"
 
-    def __call__(self, src, dst, dst_limit, mode, ctx):
+    def __call__(self, src: Buffer, dst: Buffer, dst_limit: int, mode: FlushMode,
+                 ctx: Any) -> FilterResult:
         n = input_budget(src, dst_limit, mode)
         if not n and mode == BEV_NORMAL:
             return BEV_NEED_MORE
@@ -366,8 +372,9 @@ class FilterBufferevent(Bufferevent):
     passed on to the filter's event callback).
     """
 
-    def __init__(self, underlying, input_filter, output_filter, options=0,
-                 free_context=None, ctx=None):
+    def __init__(self, underlying: Bufferevent, input_filter: FilterSpec,
+                 output_filter: FilterSpec, options: int = 0,
+                 free_context: Optional[FreeContext] = None, ctx: Any = None) -> None:
         if not isinstance(underlying, Bufferevent):
             raise TypeError(f"underlying must be a Bufferevent, "
                             f"not {type(underlying).__name__}")
@@ -394,31 +401,31 @@ class FilterBufferevent(Bufferevent):
 
     # -- plumbing ------------------------------------------------------------
 
-    def get_underlying(self):
+    def get_underlying(self) -> Bufferevent:
         """The wrapped bufferevent (``bufferevent_get_underlying``)."""
         return self._underlying
 
-    def getfd(self):
+    def getfd(self) -> int:
         """The underlying's fd, or -1 (``bufferevent_getfd`` forwards)."""
         return self._underlying.getfd() if self._attached else -1
 
-    def setfd(self, fd):
+    def setfd(self, fd: Optional[SocketLike]) -> int:
         """Give the underlying a new fd (``bufferevent_setfd`` forwards)."""
         self._check_alive()
         return self._underlying.setfd(fd)
 
     @property
-    def ctx(self):
+    def ctx(self) -> Any:
         """The *ctx* given at creation."""
         return self._ctx
 
     @property
-    def input_stage(self):
+    def input_stage(self) -> FilterStage:
         """The :class:`FilterStage` of the input direction (``calls``, ``error``...)."""
         return self._in
 
     @property
-    def output_stage(self):
+    def output_stage(self) -> FilterStage:
         """The :class:`FilterStage` of the output direction."""
         return self._out
 
@@ -631,7 +638,7 @@ class FilterBufferevent(Bufferevent):
 
     # -- flush / end of stream / teardown -----------------------------------------
 
-    def _be_flush(self, iotype, mode):
+    def _be_flush(self, iotype: int, mode: FlushMode) -> int:
         """``bufferevent_flush`` on a filter.
 
         ``BEV_FLUSH``/``BEV_FINISHED``: the underlying's read side is flushed
@@ -785,8 +792,9 @@ class FilterBufferevent(Bufferevent):
         self._check_stack()
 
 
-def filter_new(underlying, input_filter, output_filter, options=0,
-               free_context=None, ctx=None):
+def filter_new(underlying: Bufferevent, input_filter: FilterSpec, output_filter: FilterSpec,
+               options: int = 0, free_context: Optional[FreeContext] = None,
+               ctx: Any = None) -> FilterBufferevent:
     """Create a :class:`FilterBufferevent` (``bufferevent_filter_new``)."""
     return FilterBufferevent(underlying, input_filter, output_filter, options,
                              free_context, ctx)

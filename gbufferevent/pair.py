@@ -12,10 +12,15 @@ Callbacks are always deferred (``BEV_OPT_DEFER_CALLBACKS`` is forced on): a
 readcb never runs inside the ``write()`` that caused it, so two members that
 answer each other from callbacks never grow the stack.
 """
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from ._typing import Hub
 from .bufferevent import Bufferevent, _owned
 from .constants import (
     BEV_EVENT_EOF, BEV_EVENT_READING, BEV_EVENT_WRITING, BEV_FINISHED,
-    BEV_OPT_DEFER_CALLBACKS, EV_READ, EV_WRITE,
+    BEV_OPT_DEFER_CALLBACKS, EV_READ, EV_WRITE, FlushMode,
 )
 
 __all__ = ["PairBufferevent", "pair_new"]
@@ -24,17 +29,17 @@ __all__ = ["PairBufferevent", "pair_new"]
 class PairBufferevent(Bufferevent):
     """One member of a pair made by :func:`pair_new`."""
 
-    def __init__(self, options=0, hub=None):
+    def __init__(self, options: int = 0, hub: Optional[Hub] = None) -> None:
         super().__init__(options, hub)
         # Forced on, as in libevent; BEV_OPT_CLOSE_ON_FREE is accepted and ignored.
         self.options |= BEV_OPT_DEFER_CALLBACKS
         self._deferred = True
-        self._partner = None
+        self._partner: Optional[PairBufferevent] = None
         self._unlinked = False
         self._pumping = False
         self._pump_scheduled = False
 
-    def get_partner(self):
+    def get_partner(self) -> Optional[PairBufferevent]:
         """The other member, or None once it was freed (``bufferevent_pair_get_partner``)."""
         return self._partner
 
@@ -92,7 +97,7 @@ class PairBufferevent(Bufferevent):
 
     # -- flush / end of stream ------------------------------------------------
 
-    def _be_flush(self, iotype, mode):
+    def _be_flush(self, iotype: int, mode: FlushMode) -> int:
         """Force pending bytes across, ignoring watermarks and enable state.
 
         ``BEV_NORMAL`` and ``BEV_FLUSH`` both force the transfer (as the spec
@@ -142,7 +147,7 @@ class PairBufferevent(Bufferevent):
         self.free()
 
     @_owned
-    def close(self):
+    def close(self) -> None:
         """Deliver pending output to the partner (even past its read high
         watermark, as a ``BEV_FINISHED`` flush would), give it EOF, then free.
         Never blocks; a member without partner is simply freed."""
@@ -207,7 +212,8 @@ class PairBufferevent(Bufferevent):
         super()._write_wait_check()
 
 
-def pair_new(options=0, hub=None):
+def pair_new(options: int = 0, hub: Optional[Hub] = None
+             ) -> Tuple[PairBufferevent, PairBufferevent]:
     """Create two bufferevents connected to each other (``bufferevent_pair_new``).
 
     :param options: ``BEV_OPT_*``; ``BEV_OPT_DEFER_CALLBACKS`` is always on and

@@ -34,16 +34,22 @@ looked at (ticks are epoch-aligned as in libevent: tick = floor(now in ms /
 tick in ms), "now" being the loop's clock ``loop.now()``), so a bufferevent
 that has tokens costs nothing extra, and a tick touches only what waits.
 """
+from __future__ import annotations
+
 import logging
 import math
 import numbers
 import random
 import weakref
+from typing import (
+    Any, Collection, Dict, Hashable, List, Optional, Protocol, Tuple, TypeVar,
+)
 
 from gevent.hub import get_hub
 
 from .bufferevent import SUSPEND_BW, SUSPEND_BW_GROUP, Bufferevent
 from .constants import EV_RATE_LIMIT_MAX, EV_SSIZE_MAX
+from ._typing import Hub
 
 __all__ = [
     "TokenBucketConfig", "TokenBucket", "RateLimitGroup", "TokenScheduler",
@@ -60,6 +66,15 @@ _MAX_TICK_SECONDS = 2147483
 #: Seconds a scheduler timer fires after the tick boundary, so that
 #: floor(now / tick) has certainly moved on when it runs.
 _SLACK = 0.0002
+_T = TypeVar("_T")
+_M = TypeVar("_M", bound=Hashable)
+
+
+class TickClient(Protocol):
+    """What :meth:`TokenScheduler.wait` calls at each tick boundary: a limit or
+    a group, whose ``_on_tick()`` returns True while it still waits."""
+
+    def _on_tick(self) -> bool: ...
 
 
 def _check_int(value, name, lo, hi):
@@ -105,7 +120,8 @@ class TokenBucketConfig:
 
     __slots__ = ("_read_rate", "_read_burst", "_write_rate", "_write_burst", "_tick_ms")
 
-    def __init__(self, read_rate, read_burst, write_rate, write_burst, tick_len=1.0):
+    def __init__(self, read_rate: int, read_burst: int, write_rate: int, write_burst: int,
+                 tick_len: Optional[float] = 1.0) -> None:
         vals = {}
         for name, v in (("read_rate", read_rate), ("read_burst", read_burst),
                         ("write_rate", write_rate), ("write_burst", write_burst)):
@@ -135,35 +151,60 @@ class TokenBucketConfig:
         set_(self, "_write_burst", vals["write_burst"])
         set_(self, "_tick_ms", tick_ms)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("TokenBucketConfig is immutable")
 
-    read_rate = property(lambda self: self._read_rate, doc="Read bytes per tick.")
-    read_burst = property(lambda self: self._read_burst, doc="Largest read bucket, bytes.")
-    write_rate = property(lambda self: self._write_rate, doc="Write bytes per tick.")
-    write_burst = property(lambda self: self._write_burst, doc="Largest write bucket, bytes.")
-    tick_ms = property(lambda self: self._tick_ms, doc="Tick length in whole milliseconds.")
+    _read_rate: int
+    _read_burst: int
+    _write_rate: int
+    _write_burst: int
+    _tick_ms: int
 
     @property
-    def tick_len(self):
+    def read_rate(self) -> int:
+        """Read bytes per tick."""
+        return self._read_rate
+
+    @property
+    def read_burst(self) -> int:
+        """Largest read bucket, bytes."""
+        return self._read_burst
+
+    @property
+    def write_rate(self) -> int:
+        """Write bytes per tick."""
+        return self._write_rate
+
+    @property
+    def write_burst(self) -> int:
+        """Largest write bucket, bytes."""
+        return self._write_burst
+
+    @property
+    def tick_ms(self) -> int:
+        """Tick length in whole milliseconds."""
+        return self._tick_ms
+
+    @property
+    def tick_len(self) -> float:
         """Tick length in seconds (whole milliseconds)."""
         return self._tick_ms / 1000.0
 
-    def rate(self, reading):
+    def rate(self, reading: bool) -> int:
         """Bytes per tick of one direction (*reading* True: read, else write)."""
         return self._read_rate if reading else self._write_rate
 
-    def burst(self, reading):
+    def burst(self, reading: bool) -> int:
         """The burst of one direction, bytes."""
         return self._read_burst if reading else self._write_burst
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"TokenBucketConfig(read_rate={self._read_rate}, read_burst="
                 f"{self._read_burst}, write_rate={self._write_rate}, write_burst="
                 f"{self._write_burst}, tick_len={self.tick_len!r})")
 
 
-def tick_of(now, tick_ms):
+def tick_of(now: float, tick_ms: int) -> int:
     """The tick number at loop time *now* (seconds): floor(now in ms / *tick_ms*).
 
     Ticks are aligned to the clock's origin (the epoch for libev's
@@ -182,12 +223,12 @@ class TokenBucket:
 
     __slots__ = ("read", "write", "last_tick")
 
-    def __init__(self, cfg, tick):
+    def __init__(self, cfg: TokenBucketConfig, tick: int) -> None:
         self.read = cfg.read_rate
         self.write = cfg.write_rate
         self.last_tick = tick
 
-    def refill(self, cfg, tick):
+    def refill(self, cfg: TokenBucketConfig, tick: int) -> bool:
         """Add rate x ticks elapsed since ``last_tick``, never above the burst.
 
         Returns True if at least one tick elapsed.  A tick number that went
@@ -206,16 +247,16 @@ class TokenBucket:
         self.write = level if level < cfg.write_burst else cfg.write_burst
         return True
 
-    def clip(self, cfg):
+    def clip(self, cfg: TokenBucketConfig) -> None:
         """Lower the levels to *cfg*'s bursts (a new config for a live bucket)."""
         self.read = min(self.read, cfg.read_burst)
         self.write = min(self.write, cfg.write_burst)
 
-    def level(self, reading):
+    def level(self, reading: bool) -> int:
         """The level of one direction, bytes."""
         return self.read if reading else self.write
 
-    def take(self, reading, n):
+    def take(self, reading: bool, n: int) -> int:
         """Remove *n* bytes (negative *n* adds, unclamped); return the new level."""
         if reading:
             self.read -= n
@@ -224,12 +265,12 @@ class TokenBucket:
         return self.write
 
 
-def effective_min_share(configured, cfg):
+def effective_min_share(configured: int, cfg: TokenBucketConfig) -> int:
     """The min share a group applies: min(*configured*, read rate, write rate)."""
     return min(configured, cfg.read_rate, cfg.write_rate)
 
 
-def member_share(level, members, min_share):
+def member_share(level: int, members: int, min_share: int) -> int:
     """Bytes one member may move in one step from a group bucket at *level*.
 
     *level* // *members*, raised to *min_share*; 0 when *level* <= 0
@@ -241,7 +282,7 @@ def member_share(level, members, min_share):
     return share if share >= min_share else min_share
 
 
-def wake_count(level, members, min_share):
+def wake_count(level: int, members: int, min_share: int) -> Optional[int]:
     """How many waiting members a group may wake with *level* bytes in its bucket.
 
     None means all of them: the bucket gives each of the *members* at least
@@ -268,13 +309,13 @@ class ShuffledRounds:
 
     __slots__ = ("_rng", "_round")
 
-    def __init__(self, rng=None):
+    def __init__(self, rng: Optional[random.Random] = None) -> None:
         self._rng = rng if rng is not None else random.Random()
-        self._round = []
+        self._round: List[Any] = []
 
-    def pick(self, waiting, k):
+    def pick(self, waiting: Collection[_M], k: int) -> List[_M]:
         """Return up to *k* distinct members of *waiting* (a set-like collection)."""
-        chosen = []
+        chosen: List[_M] = []
         seen = set()
         fresh = False
         rnd = self._round
@@ -295,7 +336,7 @@ class ShuffledRounds:
         return chosen
 
 
-def random_rotation(items, rng):
+def random_rotation(items: List[_T], rng: random.Random) -> List[_T]:
     """*items* (a list) rotated to start at a random index (libevent's sweep)."""
     if len(items) < 2:
         return items
@@ -332,14 +373,14 @@ class TokenScheduler:
     between ticks, none when idle.
     """
 
-    _by_hub = weakref.WeakKeyDictionary()
+    _by_hub: weakref.WeakKeyDictionary[Any, TokenScheduler] = weakref.WeakKeyDictionary()
 
-    def __init__(self, hub):
+    def __init__(self, hub: Hub) -> None:
         self.loop = hub.loop
-        self._wheels = {}
+        self._wheels: Dict[int, _Wheel] = {}
 
     @classmethod
-    def for_hub(cls, hub=None):
+    def for_hub(cls, hub: Optional[Hub] = None) -> TokenScheduler:
         """The scheduler of *hub* (default: the current hub), created on first use."""
         hub = hub if hub is not None else get_hub()
         sched = cls._by_hub.get(hub)
@@ -347,11 +388,11 @@ class TokenScheduler:
             sched = cls._by_hub[hub] = cls(hub)
         return sched
 
-    def tick(self, tick_ms):
+    def tick(self, tick_ms: int) -> int:
         """The current tick number for ticks of *tick_ms* milliseconds."""
         return tick_of(self.loop.now(), tick_ms)
 
-    def wait(self, tick_ms, client):
+    def wait(self, tick_ms: int, client: TickClient) -> None:
         """Call ``client._on_tick()`` at each *tick_ms* boundary until it returns False."""
         wheel = self._wheels.get(tick_ms)
         if wheel is None:
@@ -360,7 +401,7 @@ class TokenScheduler:
         if wheel.timer is None:
             self._arm(wheel)
 
-    def cancel(self, tick_ms, client):
+    def cancel(self, tick_ms: int, client: TickClient) -> bool:
         """Stop calling *client*; returns True if it was registered."""
         wheel = self._wheels.get(tick_ms)
         if wheel is None or client not in wheel.clients:
@@ -371,7 +412,8 @@ class TokenScheduler:
             wheel.timer = None
         return True
 
-    def rebase(self, bucket, old, new, client):
+    def rebase(self, bucket: TokenBucket, old: TokenBucketConfig, new: TokenBucketConfig,
+               client: TickClient) -> None:
         """Move a live *bucket* from config *old* to *new* (and *client*'s
         registration, if the tick length changes): refill it with the old
         rates up to now, then keep its levels, clipped to the new bursts."""
@@ -383,11 +425,11 @@ class TokenScheduler:
                 self.wait(new.tick_ms, client)
         bucket.clip(new)
 
-    def active_timers(self):
+    def active_timers(self) -> int:
         """Number of armed timers (one per tick length that something waits on)."""
         return sum(1 for w in self._wheels.values() if w.timer is not None)
 
-    def waiting(self):
+    def waiting(self) -> int:
         """Number of registered clients (limits and groups waiting for a tick)."""
         return sum(len(w.clients) for w in self._wheels.values())
 
@@ -490,7 +532,7 @@ class _BevLimit:
         return f"<rate limit {self.cfg!r} of {self.bev!r}>"
 
 
-def set_rate_limit(bev, cfg):
+def set_rate_limit(bev: Bufferevent, cfg: Optional[TokenBucketConfig]) -> int:
     """``Bufferevent.set_rate_limit``: see there."""
     if cfg is not None:
         _check_cfg(cfg)
@@ -514,13 +556,13 @@ def set_rate_limit(bev, cfg):
     return 0
 
 
-def get_limit(bev, reading):
+def get_limit(bev: Bufferevent, reading: bool) -> int:
     """``get_read_limit``/``get_write_limit``: own bucket, or ``EV_SSIZE_MAX``."""
     rl = bev._rl
     return EV_SSIZE_MAX if rl is None else rl.level(reading)
 
 
-def decrement_limit(bev, reading, decr):
+def decrement_limit(bev: Bufferevent, reading: bool, decr: int) -> int:
     """``decrement_read_limit``/``decrement_write_limit``: see there."""
     decr = _check_int(decr, "decr", -EV_SSIZE_MAX, EV_SSIZE_MAX)
     rl = bev._rl
@@ -534,7 +576,7 @@ def decrement_limit(bev, reading, decr):
     return 0
 
 
-def max_step(bev, reading):
+def max_step(bev: Bufferevent, reading: bool) -> int:
     """Bytes one step may move now: min(max single, own bucket, group share).
 
     Never negative.  When the answer is 0 because a bucket is empty, the
@@ -560,7 +602,7 @@ def max_step(bev, reading):
     return n
 
 
-def charge(bev, n, reading):
+def charge(bev: Bufferevent, n: int, reading: bool) -> None:
     """Charge *n* bytes that *bev* moved to its buckets and group."""
     rl = bev._rl
     if rl is not None and rl.take(reading, n)[1] <= 0:
@@ -609,38 +651,38 @@ class RateLimitGroup:
     tick's worth (the rates).
     """
 
-    def __init__(self, cfg, hub=None):
+    def __init__(self, cfg: TokenBucketConfig, hub: Optional[Hub] = None) -> None:
         _check_cfg(cfg)
         self.hub = hub if hub is not None else get_hub()
         self._sched = TokenScheduler.for_hub(self.hub)
         self._cfg = cfg
         self._bucket = TokenBucket(cfg, self._sched.tick(cfg.tick_ms))
-        self._members = {}         # insertion-ordered set: bev -> None
+        self._members: Dict[Bufferevent, None] = {}   # insertion-ordered set
         self._rng = random.Random()
         self._dirs = (_Direction(True, self._rng), _Direction(False, self._rng))
         self._min_share_cfg = DEFAULT_MIN_SHARE
         self._min_share = effective_min_share(DEFAULT_MIN_SHARE, cfg)
         self._freed = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<RateLimitGroup {len(self._members)} members read={self.get_read_limit()} "
                 f"write={self.get_write_limit()} {self._cfg!r}>")
 
-    def __len__(self):
+    def __len__(self) -> int:
         """Number of members."""
         return len(self._members)
 
-    def __contains__(self, bev):
+    def __contains__(self, bev: object) -> bool:
         return bev in self._members
 
     @property
-    def cfg(self):
+    def cfg(self) -> TokenBucketConfig:
         """The group's :class:`TokenBucketConfig`."""
         return self._cfg
 
     # -- configuration ----------------------------------------------------
 
-    def set_cfg(self, cfg):
+    def set_cfg(self, cfg: TokenBucketConfig) -> int:
         """Use *cfg* from now on (``bufferevent_rate_limit_group_set_cfg``).
 
         The buckets keep their levels, clipped to the new bursts; the min share
@@ -653,7 +695,7 @@ class RateLimitGroup:
         self._changed()
         return 0
 
-    def set_min_share(self, share):
+    def set_min_share(self, share: int) -> int:
         """Set the smallest step a member gets, bytes (``..._group_set_min_share``).
 
         Default 64; 0 disables it.  The share applied is never above the
@@ -665,13 +707,13 @@ class RateLimitGroup:
         self._changed()
         return 0
 
-    def get_min_share(self):
+    def get_min_share(self) -> int:
         """The min share applied now, bytes: min(configured, read rate, write rate)."""
         return self._min_share
 
     # -- membership -------------------------------------------------------
 
-    def add(self, bev):
+    def add(self, bev: Bufferevent) -> int:
         """Make *bev* a member (``bufferevent_add_to_rate_limit_group``).
 
         A bufferevent is in at most one group: adding it to another moves it;
@@ -704,7 +746,7 @@ class RateLimitGroup:
                 _unsuspend(bev, d.reading, SUSPEND_BW_GROUP)
         return 0
 
-    def remove(self, bev):
+    def remove(self, bev: Bufferevent) -> int:
         """Take *bev* out of the group, lifting the group's hold on it
         (``bufferevent_remove_from_rate_limit_group``).
 
@@ -726,7 +768,7 @@ class RateLimitGroup:
             bev._unsuspend_read(SUSPEND_BW_GROUP)
             bev._unsuspend_write(SUSPEND_BW_GROUP)
 
-    def free(self):
+    def free(self) -> None:
         """Release the group; its members leave it and are no longer held back
         by it (``bufferevent_rate_limit_group_free``, as the spec says).
 
@@ -746,16 +788,16 @@ class RateLimitGroup:
         self._bucket.refill(cfg, self._sched.tick(cfg.tick_ms))
         return self._bucket.read if reading else self._bucket.write
 
-    def get_read_limit(self):
+    def get_read_limit(self) -> int:
         """The group's read bucket now, bytes; may be negative
         (``bufferevent_rate_limit_group_get_read_limit``)."""
         return self._level(True)
 
-    def get_write_limit(self):
+    def get_write_limit(self) -> int:
         """The group's write bucket now, bytes; may be negative."""
         return self._level(False)
 
-    def get_totals(self):
+    def get_totals(self) -> Tuple[int, int]:
         """``(bytes_read, bytes_written)`` by members since creation or the last
         :meth:`reset_totals` (``bufferevent_rate_limit_group_get_totals``).
 
@@ -764,12 +806,12 @@ class RateLimitGroup:
         """
         return self._dirs[0].total, self._dirs[1].total
 
-    def reset_totals(self):
+    def reset_totals(self) -> None:
         """Set both totals to 0 (``bufferevent_rate_limit_group_reset_totals``)."""
         for d in self._dirs:
             d.total = 0
 
-    def decrement_read(self, decr):
+    def decrement_read(self, decr: int) -> int:
         """Take *decr* bytes from the read bucket; negative adds
         (``bufferevent_rate_limit_group_decrement_read``).
 
@@ -779,7 +821,7 @@ class RateLimitGroup:
         """
         return self._decrement(True, decr)
 
-    def decrement_write(self, decr):
+    def decrement_write(self, decr: int) -> int:
         """Take *decr* bytes from the write bucket; negative adds (see :meth:`decrement_read`)."""
         return self._decrement(False, decr)
 

@@ -8,12 +8,21 @@ returns, the bufferevent is closed the socket-like way: pending output is
 delivered first.  Pools (``spawn=Pool(n)``), ``start``/``stop``/
 ``serve_forever`` and the listener forms are gevent's.
 """
+from __future__ import annotations
+
 import logging
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from gevent.server import StreamServer
 
 from .constants import BEV_OPT_CLOSE_ON_FREE
 from .socket import SocketBufferevent
+
+if TYPE_CHECKING:
+    from OpenSSL import SSL
+
+    from .bufferevent import Bufferevent
+    from .ratelimit import RateLimitGroup, TokenBucketConfig
 
 __all__ = ["BuffereventServer"]
 
@@ -39,8 +48,12 @@ class BuffereventServer(StreamServer):
     Other keyword arguments (``spawn``, ``backlog``) go to ``StreamServer``.
     """
 
-    def __init__(self, listener, handle=None, ssl_context=None, rate_limit_group=None,
-                 rate_limit=None, options=BEV_OPT_CLOSE_ON_FREE, **kwargs):
+    def __init__(self, listener: Any,
+                 handle: Optional[Callable[[Bufferevent, Any], object]] = None,
+                 ssl_context: Optional[SSL.Context] = None,
+                 rate_limit_group: Optional[RateLimitGroup] = None,
+                 rate_limit: Optional[TokenBucketConfig] = None,
+                 options: int = BEV_OPT_CLOSE_ON_FREE, **kwargs: Any) -> None:
         if handle is not None and not callable(handle):
             raise TypeError("handle must be callable")
         from .constants import _ALL_OPTIONS
@@ -54,8 +67,9 @@ class BuffereventServer(StreamServer):
         self.bev_options = options | BEV_OPT_CLOSE_ON_FREE
         super().__init__(listener, handle=self._handle_socket, **kwargs)
 
-    def make_bufferevent(self, sock, address):
+    def make_bufferevent(self, sock: Any, address: Any) -> Bufferevent:
         """Build the bufferevent for an accepted socket (override to customise)."""
+        bev: SocketBufferevent
         if self.ssl_context is not None:
             from .ssl import server_bufferevent
             bev = server_bufferevent(self.ssl_context, sock, self.bev_options)
@@ -67,7 +81,7 @@ class BuffereventServer(StreamServer):
             bev.add_to_rate_limit_group(self.rate_limit_group)
         return bev
 
-    def handle_bufferevent(self, bev, address):
+    def handle_bufferevent(self, bev: Bufferevent, address: Any) -> None:
         """Called per connection; calls the ``handle`` given to the constructor."""
         if self.bev_handle is None:
             raise TypeError("BuffereventServer needs a handle(bev, address)")
@@ -87,7 +101,7 @@ class BuffereventServer(StreamServer):
         finally:
             bev.close()
 
-    def do_close(self, sock, *args):
+    def do_close(self, sock: Any, *args: Any) -> None:
         # The bufferevent owns the socket and closes it once its output is
         # delivered; closing it here would cut that short.
         pass

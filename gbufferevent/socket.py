@@ -5,8 +5,11 @@ the fd; each callback moves at most one step (max single read/write, the read
 high watermark, the rate limits) and returns to the loop, so a flooding peer
 cannot starve other greenlets.
 """
+from __future__ import annotations
+
 import errno
 import os
+from typing import Any, Optional, Tuple, cast
 
 import _socket
 import gevent
@@ -18,6 +21,7 @@ from .constants import (
     BEV_EVENT_CONNECTED, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_READING,
     BEV_EVENT_WRITING, BEV_FINISHED, BEV_OPT_CLOSE_ON_FREE, EV_READ, EV_WRITE,
 )
+from ._typing import Address, Hub, SocketLike
 
 __all__ = ["SocketBufferevent", "create_connection"]
 
@@ -27,7 +31,7 @@ _BATCH = 8
 _CONNECT_PENDING = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EALREADY)
 
 
-def _is_numeric_host(host):
+def _is_numeric_host(host: str) -> bool:
     for fam in (_socket.AF_INET, _socket.AF_INET6):
         try:
             _socket.inet_pton(fam, host)
@@ -37,7 +41,7 @@ def _is_numeric_host(host):
     return False
 
 
-def _raw_of(sock):
+def _raw_of(sock: SocketLike) -> Tuple[Any, _socket.socket, bool]:
     """Return ``(owner, raw, fd_given)`` for a socket-ish object or an fd."""
     if isinstance(sock, bool):
         raise TypeError("sock must be a socket, an fd or None, not bool")
@@ -65,15 +69,20 @@ class SocketBufferevent(Bufferevent):
     :param hub: the gevent hub (default: current).
     """
 
-    def __init__(self, sock=None, options=0, hub=None):
+    _dns_error: Optional[BaseException]       # set by connect_hostname()
+
+    def __init__(self, sock: Optional[SocketLike] = None, options: int = 0,
+                 hub: Optional[Hub] = None) -> None:
         super().__init__(options, hub)
-        self._sock = self._raw = None
+        self._sock: Any = None                          # the object given (or made)
+        self._raw: Optional[_socket.socket] = None      # the stdlib socket under it
         self._fd = -1
         self._fd_given = False
         self._own_sock = False
-        self._rw = self._ww = None
+        self._rw: Any = None                            # the loop's io watchers
+        self._ww: Any = None
         self._connecting = False
-        self._resolver = None
+        self._resolver: Any = None                      # the greenlet resolving a host
         if sock is not None and not (isinstance(sock, int) and not isinstance(sock, bool)
                                      and sock == -1):
             self._attach(sock)
@@ -110,11 +119,11 @@ class SocketBufferevent(Bufferevent):
         elif self._fd_given:
             raw.detach()            # the fd is the caller's: do not close it
 
-    def getfd(self):
+    def getfd(self) -> int:
         """The socket's fd, or -1 (``bufferevent_getfd``)."""
         return self._fd
 
-    def setfd(self, fd):
+    def setfd(self, fd: Optional[SocketLike]) -> int:
         """Use a new socket or fd (``bufferevent_setfd``); the old one is not closed.
 
         :param fd: a socket, an fd, or -1/None to detach.  Returns 0.
@@ -127,13 +136,13 @@ class SocketBufferevent(Bufferevent):
         return 0
 
     @property
-    def socket(self):
+    def socket(self) -> Any:
         """The socket object given or created (None if none)."""
         return self._sock
 
     # -- connecting -----------------------------------------------------
 
-    def connect(self, address):
+    def connect(self, address: Address) -> int:
         """Connect to *address* (``bufferevent_socket_connect``).
 
         Creates a non-blocking socket if there is none (family from the
@@ -165,7 +174,7 @@ class SocketBufferevent(Bufferevent):
             self._own_sock = True
         self._suspend_read(SUSPEND_LOOKUP)
         try:
-            rc = self._raw.connect_ex(address)
+            rc = cast(_socket.socket, self._raw).connect_ex(address)   # attached above
         except OSError as exc:
             rc = exc.errno or errno.EINVAL
         if rc == 0 or rc in _CONNECT_PENDING:
@@ -175,7 +184,7 @@ class SocketBufferevent(Bufferevent):
             self.loop.run_callback(self._connect_failed, _errno_exception(rc))
         return 0
 
-    def connect_hostname(self, host, port, family=0):
+    def connect_hostname(self, host: str, port: int, family: int = 0) -> int:
         """Resolve *host* with gevent's resolver, then :meth:`connect`
         (``bufferevent_socket_connect_hostname``).
 
@@ -197,7 +206,7 @@ class SocketBufferevent(Bufferevent):
         self._resolver = gevent.spawn(self._resolve, host, port, family)
         return 0
 
-    def get_dns_error(self):
+    def get_dns_error(self) -> Optional[BaseException]:
         """The lookup error of the last :meth:`connect_hostname`, or None."""
         return getattr(self, "_dns_error", None)
 
@@ -442,7 +451,7 @@ class SocketBufferevent(Bufferevent):
         self._detach(close=bool(self.options & BEV_OPT_CLOSE_ON_FREE) or self._own_sock)
 
 
-def _check_address(address):
+def _check_address(address: Address) -> None:
     """ValueError/TypeError for an address no connect could use."""
     if isinstance(address, (str, bytes)):
         return
@@ -456,7 +465,7 @@ def _check_address(address):
         raise ValueError(f"port must be an int in 0..65535, not {port!r}")
 
 
-def _is_connected(raw):
+def _is_connected(raw: _socket.socket) -> bool:
     try:
         raw.getpeername()
         return True
@@ -464,12 +473,14 @@ def _is_connected(raw):
         return False
 
 
-def _errno_exception(code):
+def _errno_exception(code: int) -> OSError:
     """The OSError subclass a socket call would raise for errno *code*."""
     return OSError(code, os.strerror(code)) if code else OSError("connect failed")
 
 
-def create_connection(address, timeout=None, options=BEV_OPT_CLOSE_ON_FREE, hub=None):
+def create_connection(address: Address, timeout: Optional[float] = None,
+                      options: int = BEV_OPT_CLOSE_ON_FREE,
+                      hub: Optional[Hub] = None) -> SocketBufferevent:
     """Connect to *address* and return a connected :class:`SocketBufferevent`.
 
     The blocking counterpart of ``gevent.socket.create_connection``: waits (at
@@ -483,7 +494,7 @@ def create_connection(address, timeout=None, options=BEV_OPT_CLOSE_ON_FREE, hub=
     bev = SocketBufferevent(None, options, hub)
     result = gevent.event.AsyncResult()
 
-    def on_event(_bev, what, _arg):
+    def on_event(_bev: Any, what: int, _arg: Any) -> None:
         if what & BEV_EVENT_CONNECTED:
             result.set(None)
         elif what & BEV_EVENT_ERROR:

@@ -52,10 +52,13 @@ thread; with a hub per thread, give each thread its own bufferevents and
 Connections.  ``Context`` objects may be shared between threads once
 configured.
 """
+from __future__ import annotations
+
 import socket as _socket
 import weakref
 from collections import deque
 from itertools import islice
+from typing import TYPE_CHECKING, Any, Deque, List, Optional, Union
 
 from OpenSSL import SSL
 
@@ -75,6 +78,14 @@ from .ssl_errors import (
     Closure, OpenSSLErrorCode, classify, error_codes, pack_error, ssl_exception,
     wrong_version_error,
 )
+from ._typing import Hub, SocketLike
+
+if TYPE_CHECKING:
+    # For the type checker the mixin is a Bufferevent (it is only ever mixed
+    # into one); at runtime it is a plain class.
+    _TLSBase = Bufferevent
+else:
+    _TLSBase = object
 
 __all__ = [
     "openssl_socket_new", "openssl_filter_new", "set_verify_name", "SSLSocketBufferevent",
@@ -101,12 +112,13 @@ _MAX_ERRORS = 3            # libevent's NUM_ERRORS
 _STEPS = 16
 _CALLBACK_BYTES = 256 * 1024
 _BATCH = 4
-_DEFAULT = object()
+_DEFAULT: Any = object()
 _DIRECTIONS = BEV_EVENT_READING | BEV_EVENT_WRITING
-_verify_names = weakref.WeakKeyDictionary()     # Connection -> host name or IP
+_verify_names: weakref.WeakKeyDictionary[SSL.Connection, str] = \
+    weakref.WeakKeyDictionary()     # Connection -> host name or IP
 
 
-def set_verify_name(ssl, name):
+def set_verify_name(ssl: SSL.Connection, name: Optional[str]) -> None:
     """Have TLS bufferevents check the peer certificate of *ssl* against *name*.
 
     OpenSSL's ``SSL_set1_host``, which pyOpenSSL does not offer: once a TLS
@@ -129,7 +141,7 @@ def set_verify_name(ssl, name):
         raise TypeError("name must be a non-empty str or None")
 
 
-def _check_connection(ssl):
+def _check_connection(ssl: SSL.Connection) -> SSL.Connection:
     if not isinstance(ssl, SSL.Connection):
         raise TypeError(f"ssl must be an OpenSSL.SSL.Connection, not {type(ssl).__name__}")
     # pyOpenSSL keeps the socket of Connection(ctx, sock) here; such a
@@ -140,7 +152,7 @@ def _check_connection(ssl):
     return ssl
 
 
-def _check_state(state):
+def _check_state(state: int) -> SSLState:
     if isinstance(state, bool) or not isinstance(state, int):
         raise TypeError(f"state must be a BUFFEREVENT_SSL_* value, not {type(state).__name__}")
     try:
@@ -150,7 +162,7 @@ def _check_state(state):
                          f"_ACCEPTING, not {state!r}") from None
 
 
-class _TLSCore:
+class _TLSCore(_TLSBase):
     """What both TLS kinds share: the handshake, the record loop, closing.
 
     A kind supplies the transport: ``_tx_write(ciphertext)`` hands bytes on,
@@ -160,6 +172,9 @@ class _TLSCore:
     :meth:`_can_encrypt`).  It feeds what it reads to :meth:`_feed`,
     transport EOF to :meth:`_transport_eof`, errors to :meth:`_transport_failed`.
     """
+
+    _ssl: SSL.Connection           # None only once freed with BEV_OPT_CLOSE_ON_FREE
+    _ssl_errors: List[OpenSSLErrorCode]
 
     def _tls_init(self, ssl, state, server_hostname):
         self._ssl = _check_connection(ssl)
@@ -198,12 +213,12 @@ class _TLSCore:
     # Public API
     # ------------------------------------------------------------------
 
-    def get_ssl(self):
+    def get_ssl(self) -> Optional[SSL.Connection]:
         """The ``OpenSSL.SSL.Connection`` (``bufferevent_openssl_get_ssl``);
         None after :meth:`free` with ``BEV_OPT_CLOSE_ON_FREE``."""
         return self._ssl
 
-    def get_openssl_error(self):
+    def get_openssl_error(self) -> int:
         """Pop the first (oldest) pending OpenSSL error of this bufferevent
         (``bufferevent_get_openssl_error``); 0 when none.
 
@@ -219,24 +234,24 @@ class _TLSCore:
                 break
             self._ssl_errors.append(code)
 
-    def get_allow_dirty_shutdown(self):
+    def get_allow_dirty_shutdown(self) -> int:
         """1 if a transport close without ``close_notify`` is reported as EOF,
         else 0 (``bufferevent_openssl_get_allow_dirty_shutdown``)."""
         return int(self._allow_dirty)
 
     @_owned
-    def set_allow_dirty_shutdown(self, allow_dirty_shutdown):
+    def set_allow_dirty_shutdown(self, allow_dirty_shutdown: bool) -> None:
         """Report a transport close without ``close_notify`` as ``EOF``
         instead of ``ERROR`` (``bufferevent_openssl_set_allow_dirty_shutdown``).
         Default off."""
         self._allow_dirty = bool(allow_dirty_shutdown)
 
-    def get_half_close(self):
+    def get_half_close(self) -> int:
         """1 if a received ``close_notify`` ends only the reading side, else 0."""
         return int(self._half_close)
 
     @_owned
-    def set_half_close(self, half_close):
+    def set_half_close(self, half_close: bool) -> None:
         """Choose what a received ``close_notify`` does to the writing side.
 
         Off (the default, TLS 1.2's rule): the reader gets EOF and our own
@@ -249,12 +264,12 @@ class _TLSCore:
         """
         self._half_close = bool(half_close)
 
-    def get_shutdown_timeout(self):
+    def get_shutdown_timeout(self) -> float:
         """Seconds :meth:`close` waits for the peer's ``close_notify``."""
         return self._shutdown_timeout
 
     @_owned
-    def set_shutdown_timeout(self, seconds):
+    def set_shutdown_timeout(self, seconds: float) -> None:
         """Set how long :meth:`close` waits for the peer's ``close_notify``
         (and at most for undelivered output making no progress), in seconds.
 
@@ -267,12 +282,12 @@ class _TLSCore:
         self._shutdown_timeout = float(seconds)
 
     @property
-    def handshake_done(self):
+    def handshake_done(self) -> bool:
         """True once the (first) handshake has finished."""
         return not self._hs
 
     @_owned
-    def renegotiate(self):
+    def renegotiate(self) -> int:
         """Start a new handshake on an open TLS 1.2 connection
         (``bufferevent_ssl_renegotiate``).
 
@@ -311,7 +326,7 @@ class _TLSCore:
         self._update_io()
         return 0
 
-    def wait_handshake(self, timeout=_DEFAULT):
+    def wait_handshake(self, timeout: Optional[float] = _DEFAULT) -> bool:
         """Block the current greenlet until the handshake is done.
 
         :param timeout: seconds; default :meth:`gettimeout` if set, else
@@ -693,7 +708,7 @@ class _TLSCore:
         self._send_close_notify()
 
     @_owned
-    def close(self):
+    def close(self) -> None:
         """Close the TLS connection cleanly, without blocking.
 
         Pending output is encrypted and sent, then ``close_notify``; the
@@ -755,15 +770,16 @@ class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
     the socket kind's ``connect``, ``connect_hostname``, ``setfd``, ``getfd``.
     """
 
-    def __init__(self, ssl, state, sock=None, options=0, hub=None, *,
-                 server_hostname=None):
+    def __init__(self, ssl: SSL.Connection, state: int, sock: Optional[SocketLike] = None,
+                 options: int = 0, hub: Optional[Hub] = None, *,
+                 server_hostname: Optional[str] = None) -> None:
         self._tls_init(ssl, state, server_hostname)
-        self._wq = deque()             # ciphertext chunks on their way to the socket
+        self._wq: Deque[Union[bytes, memoryview]] = deque()             # ciphertext chunks on their way to the socket
         self._free_when_flushed = False
         self._in_writable = False
         super().__init__(sock, options, hub)
 
-    def connect_hostname(self, host, port, family=0):
+    def connect_hostname(self, host: str, port: int, family: int = 0) -> int:
         """Resolve *host*, connect, then run the TLS handshake
         (``bufferevent_socket_connect_hostname``).
 
@@ -955,14 +971,15 @@ class SSLFilterBufferevent(_TLSCore, Bufferevent):
     ``getfd``/``setfd`` go to the underlying bufferevent.
     """
 
-    def __init__(self, underlying, ssl, state, options=0, *, server_hostname=None):
+    def __init__(self, underlying: Bufferevent, ssl: SSL.Connection, state: int,
+                 options: int = 0, *, server_hostname: Optional[str] = None) -> None:
         if not isinstance(underlying, Bufferevent):
             raise TypeError(f"underlying must be a Bufferevent, not "
                             f"{type(underlying).__name__}")
         if underlying.closed:
             raise ValueError("underlying bufferevent is freed or closed")
         self._tls_init(ssl, state, server_hostname)
-        self._under = None
+        self._under: Optional[Bufferevent] = None
         self._pull_pending = self._push_pending = False
         super().__init__(options, underlying.hub)
         self._under = underlying
@@ -972,15 +989,15 @@ class SSLFilterBufferevent(_TLSCore, Bufferevent):
         self._kick_handshake()
         self._update_io()
 
-    def get_underlying(self):
+    def get_underlying(self) -> Optional[Bufferevent]:
         """The wrapped bufferevent (``bufferevent_get_underlying``)."""
         return self._under
 
-    def getfd(self):
+    def getfd(self) -> int:
         """The underlying bufferevent's fd, or -1."""
         return self._under.getfd() if self._under is not None else -1
 
-    def setfd(self, fd):
+    def setfd(self, fd: Optional[SocketLike]) -> int:
         """Forwarded to the underlying bufferevent."""
         return self._under.setfd(fd) if self._under is not None else -1
 
@@ -1096,8 +1113,9 @@ class SSLFilterBufferevent(_TLSCore, Bufferevent):
             u._unsuspend_read(SUSPEND_FILTER)
 
 
-def openssl_socket_new(ssl, state, sock=None, options=0, hub=None, *,
-                       server_hostname=None):
+def openssl_socket_new(ssl: SSL.Connection, state: int, sock: Optional[SocketLike] = None,
+                       options: int = 0, hub: Optional[Hub] = None, *,
+                       server_hostname: Optional[str] = None) -> SSLSocketBufferevent:
     """A TLS bufferevent on a socket (``bufferevent_openssl_socket_new``).
 
     :param ssl: an ``OpenSSL.SSL.Connection`` made as ``Connection(ctx, None)``.
@@ -1120,7 +1138,9 @@ def openssl_socket_new(ssl, state, sock=None, options=0, hub=None, *,
                                 server_hostname=server_hostname)
 
 
-def openssl_filter_new(underlying, ssl, state, options=0, *, server_hostname=None):
+def openssl_filter_new(underlying: Bufferevent, ssl: SSL.Connection, state: int,
+                       options: int = 0, *, server_hostname: Optional[str] = None
+                       ) -> SSLFilterBufferevent:
     """TLS over *underlying*, any bufferevent (``bufferevent_openssl_filter_new``).
 
     The TLS bufferevent takes over the underlying's callbacks and enables it
@@ -1137,7 +1157,8 @@ def openssl_filter_new(underlying, ssl, state, options=0, *, server_hostname=Non
                                 server_hostname=server_hostname)
 
 
-def server_bufferevent(ctx, sock, options=BEV_OPT_CLOSE_ON_FREE):
+def server_bufferevent(ctx: SSL.Context, sock: SocketLike, options: int = BEV_OPT_CLOSE_ON_FREE
+                       ) -> SSLSocketBufferevent:
     """A server-side TLS bufferevent for an accepted socket (used by
     :class:`~gbufferevent.server.BuffereventServer`).
 

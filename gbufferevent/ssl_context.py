@@ -13,11 +13,14 @@ What the library builds itself (the CLI, the examples,
 * :func:`check_hostname`: RFC 6125 matching of a peer certificate against the
   host name a client asked for (pyOpenSSL has no such call).
 """
+from __future__ import annotations
+
 import datetime
 import hashlib
 import ipaddress
 import os
 import tempfile
+from typing import Any, List, Optional, Tuple, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -35,31 +38,34 @@ __all__ = [
 #: ECDHE/DHE key exchange with AES-GCM or ChaCha20-Poly1305 only.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
 
+#: A file system path: ``str``, ``bytes`` or ``os.PathLike``.
+StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
 _CERT_NAME = "selfsigned-cert.pem"
 _KEY_NAME = "selfsigned-key.pem"
 
 
-def _path(value, argname):
+def _path(value: StrPath, argname: str) -> str:
     if not isinstance(value, (str, bytes, os.PathLike)):
         raise TypeError(f"{argname} must be a path, not {type(value).__name__}")
     return os.fsdecode(os.fspath(value))
 
 
-def _existing(value, argname):
+def _existing(value: StrPath, argname: str) -> str:
     path = _path(value, argname)
     if not os.path.isfile(path):
         raise FileNotFoundError(2, f"{argname} file not found", path)
     return path
 
 
-def _secure_defaults(ctx):
+def _secure_defaults(ctx: SSL.Context) -> SSL.Context:
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_SSLv2 | SSL.OP_NO_SSLv3)
     ctx.set_cipher_list(TLS12_CIPHERS.encode())
     return ctx
 
 
-def server_context(certfile, keyfile):
+def server_context(certfile: StrPath, keyfile: StrPath) -> SSL.Context:
     """A server ``OpenSSL.SSL.Context`` serving *certfile* with *keyfile*.
 
     TLS 1.2 minimum, no compression, the server's cipher preference, and
@@ -85,7 +91,7 @@ def server_context(certfile, keyfile):
     return ctx
 
 
-def client_context(cafile=None, verify=True):
+def client_context(cafile: Optional[StrPath] = None, verify: bool = True) -> SSL.Context:
     """A client ``OpenSSL.SSL.Context``.
 
     :param cafile: PEM file of trusted certificates (e.g. a self-signed
@@ -106,7 +112,7 @@ def client_context(cafile=None, verify=True):
     return ctx
 
 
-def cache_dir():
+def cache_dir() -> str:
     """Where generated certificates are kept: ``$GBUFFEREVENT_CACHE_DIR``, else
     ``$XDG_CACHE_HOME/gbufferevent``, else ``~/.cache/gbufferevent`` (made 0700)."""
     d = os.environ.get("GBUFFEREVENT_CACHE_DIR")
@@ -118,7 +124,7 @@ def cache_dir():
     return d
 
 
-def cert_fingerprint(certfile):
+def cert_fingerprint(certfile: StrPath) -> str:
     """SHA-256 fingerprint of the first certificate in a PEM file, as
     ``"AB:CD:..."`` (``openssl x509 -fingerprint -sha256``)."""
     with open(_existing(certfile, "certfile"), "rb") as f:
@@ -127,7 +133,7 @@ def cert_fingerprint(certfile):
     return ":".join(digest[i:i + 2] for i in range(0, 64, 2)).upper()
 
 
-def _atomic_write(path, data, mode):
+def _atomic_write(path: str, data: bytes, mode: int) -> None:
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
     try:
@@ -143,7 +149,8 @@ def _atomic_write(path, data, mode):
         raise
 
 
-def generate_self_signed_cert(certfile, keyfile, hostname="localhost", days=365):
+def generate_self_signed_cert(certfile: StrPath, keyfile: StrPath, hostname: str = "localhost",
+                              days: int = 365) -> Tuple[str, str]:
     """Write a new self-signed ECDSA P-256 certificate and its key.
 
     The certificate names *hostname*, ``localhost``, ``127.0.0.1`` and
@@ -160,7 +167,7 @@ def generate_self_signed_cert(certfile, keyfile, hostname="localhost", days=365)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "gbufferevent")])
-    alt = [x509.DNSName(hostname)]
+    alt: List[x509.GeneralName] = [x509.DNSName(hostname)]
     if hostname != "localhost":
         alt.append(x509.DNSName("localhost"))
     alt += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
@@ -194,7 +201,7 @@ def generate_self_signed_cert(certfile, keyfile, hostname="localhost", days=365)
     return certfile, keyfile
 
 
-def _usable(certfile, keyfile):
+def _usable(certfile: str, keyfile: str) -> bool:
     """True if both files load, match, and stay valid for at least a day."""
     try:
         with open(certfile, "rb") as f:
@@ -211,7 +218,8 @@ def _usable(certfile, keyfile):
     return cert.not_valid_after_utc > soon
 
 
-def load_or_generate_cert(cert=None, key=None):
+def load_or_generate_cert(cert: Optional[StrPath] = None, key: Optional[StrPath] = None
+                          ) -> Tuple[str, str, str]:
     """Return a certificate and key to serve TLS with.
 
     With neither argument, a self-signed ECDSA P-256 certificate for
@@ -238,7 +246,7 @@ def load_or_generate_cert(cert=None, key=None):
     return cert, key, cert_fingerprint(cert)
 
 
-def _dns_match(pattern, host):
+def _dns_match(pattern: str, host: str) -> bool:
     pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
     if pattern == host:
         return True
@@ -249,7 +257,7 @@ def _dns_match(pattern, host):
     return bool(head) and rest == pattern[2:] and "." in rest
 
 
-def check_hostname(cert, host):
+def check_hostname(cert: Any, host: str) -> bool:
     """True if certificate *cert* is valid for *host* (RFC 6125).
 
     :param cert: an ``OpenSSL.crypto.X509`` or ``cryptography`` certificate.

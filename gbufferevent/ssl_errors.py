@@ -19,9 +19,12 @@ triples; :func:`error_codes` turns them back into the unsigned numbers
 system errors ``0x80000000 | errno``), as :class:`OpenSSLErrorCode`, an
 ``int`` that also carries its text.
 """
+from __future__ import annotations
+
 import enum
 import os
 import ssl as _stdssl
+from typing import Dict, List, Optional, Tuple
 
 from OpenSSL import SSL
 
@@ -62,23 +65,26 @@ class OpenSSLErrorCode(int):
     ``"error:0A00009C:SSL routines::http request"``.
     """
 
-    def __new__(cls, code, lib="", reason=""):
+    lib: str
+    reason: str
+
+    def __new__(cls, code: int, lib: str = "", reason: str = "") -> OpenSSLErrorCode:
         self = super().__new__(cls, code)
         self.lib = lib
         self.reason = reason
         return self
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"error:{int(self):08X}:{self.lib}::{self.reason}"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"OpenSSLErrorCode(0x{int(self):08X}, {self.lib!r}, {self.reason!r})"
 
 
 # -- text -> number ---------------------------------------------------------
 
-_lib_numbers = {}       # library text -> number
-_reason_numbers = {}    # (library number, reason text) -> reason number
+_lib_numbers: Dict[str, int] = {}                 # library text -> number
+_reason_numbers: Dict[Tuple[int, str], int] = {}  # (library number, reason text) -> number
 
 
 def _strings():
@@ -118,7 +124,7 @@ def _reason_number(libno, reason):
     return _reason_numbers[key]
 
 
-def pack_error(lib, reason):
+def pack_error(lib: str, reason: str) -> OpenSSLErrorCode:
     """The ``ERR_get_error()`` number of an error given as OpenSSL's texts.
 
     :param lib: library text, e.g. ``"SSL routines"``.
@@ -141,7 +147,7 @@ def _unexpected_eof():
                             "SSL routines", _UNEXPECTED_EOF_TEXT)
 
 
-def wrong_version_error(text):
+def wrong_version_error(text: str) -> OpenSSLErrorCode:
     """The code OpenSSL queues when a call needs another protocol version
     (``SSL_R_WRONG_SSL_VERSION``), with *text* as its reason."""
     return OpenSSLErrorCode((ERR_LIB_SSL << _LIB_OFFSET) | _SSL_R_WRONG_SSL_VERSION,
@@ -155,7 +161,7 @@ def _queue(exc):
     return [t for t in exc.args[0] if isinstance(t, tuple) and len(t) == 3]
 
 
-def error_codes(exc):
+def error_codes(exc: BaseException) -> List[OpenSSLErrorCode]:
     """The OpenSSL error codes behind *exc*, oldest first.
 
     :param exc: a pyOpenSSL exception (``SSL.Error``, ``SysCallError``,
@@ -177,7 +183,7 @@ def error_codes(exc):
     return []
 
 
-def classify(exc, received_shutdown=False):
+def classify(exc: BaseException, received_shutdown: bool = False) -> Closure:
     """Classify what ended a TLS stream.
 
     :param exc: the pyOpenSSL exception from ``recv``/``send``/
@@ -198,7 +204,7 @@ def classify(exc, received_shutdown=False):
     return Closure.ERROR
 
 
-def ssl_exception(exc, closure=None):
+def ssl_exception(exc: BaseException, closure: Optional[Closure] = None) -> SSLError:
     """The :class:`~gbufferevent.SSLError` the blocking layer raises for *exc*.
 
     A dirty shutdown becomes :class:`~gbufferevent.SSLEOFError`, a failed
@@ -209,6 +215,7 @@ def ssl_exception(exc, closure=None):
     if closure is None:
         closure = classify(exc)
     codes = error_codes(exc)
+    err: SSLError
     if closure is Closure.DIRTY:
         err = SSLEOFError(_stdssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol "
                           "(the peer closed without close_notify)")

@@ -20,11 +20,14 @@ deflate, 25..31 for gzip (decompressors also take 0, 8 and 40..47 for
 in its ``error`` attribute (the filter bufferevent puts it in the
 :class:`~gbufferevent.FilterError` it reports).
 """
-import zlib
+from __future__ import annotations
 
-from ..buffer import _check_size
+import zlib
+from typing import Any, Container, Dict, Optional
+
+from ..buffer import Buffer, _check_size
 from ..constants import (
-    BEV_ERROR, BEV_FINISHED, BEV_FLUSH, BEV_NEED_MORE, BEV_NORMAL, BEV_OK,
+    BEV_ERROR, BEV_FINISHED, BEV_FLUSH, BEV_NEED_MORE, BEV_NORMAL, BEV_OK, FilterResult,
 )
 from ..filter import input_budget
 
@@ -38,10 +41,10 @@ OUTPUT_CHUNK = 64 * 1024
 #: Bytes of compressed input one decompressor pass looks at.
 INPUT_CHUNK = 64 * 1024
 
-_FLUSH = {BEV_FLUSH: zlib.Z_SYNC_FLUSH, BEV_FINISHED: zlib.Z_FINISH}
+_FLUSH: Dict[int, int] = {BEV_FLUSH: zlib.Z_SYNC_FLUSH, BEV_FINISHED: zlib.Z_FINISH}
 
 
-def _check_int(value, argname, valid, what):
+def _check_int(value: int, argname: str, valid: Container[int], what: str) -> int:
     _check_size(value, argname)
     if value not in valid:
         raise ValueError(f"{argname} must be {what}, not {value!r}")
@@ -55,7 +58,7 @@ class ZlibCompressFilter:
     seen), ``total_in``/``total_out`` (bytes), ``error``.
     """
 
-    def __init__(self, level=6, wbits=15):
+    def __init__(self, level: int = 6, wbits: int = 15) -> None:
         self.level = _check_int(level, "level", range(-1, 10), "-1..9")
         self.wbits = _check_int(
             wbits, "wbits", [*range(9, 16), *range(-15, -8), *range(25, 32)],
@@ -63,12 +66,13 @@ class ZlibCompressFilter:
         self._c = zlib.compressobj(level, zlib.DEFLATED, wbits)
         self.finished = False
         self.total_in = self.total_out = 0
-        self.error = None
+        self.error: Optional[BaseException] = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"ZlibCompressFilter(level={self.level}, wbits={self.wbits})"
 
-    def __call__(self, src, dst, dst_limit, mode, ctx):
+    def __call__(self, src: Buffer, dst: Buffer, dst_limit: int, mode: int,
+                 ctx: Any) -> FilterResult:
         """Compress *src* into *dst*; the filter protocol."""
         if self.finished:
             if src:
@@ -104,7 +108,7 @@ class ZlibDecompressFilter:
     ``error``.
     """
 
-    def __init__(self, wbits=15, max_output=None):
+    def __init__(self, wbits: int = 15, max_output: Optional[int] = None) -> None:
         _check_size(wbits, "wbits")
         try:
             self._d = zlib.decompressobj(wbits)
@@ -119,21 +123,22 @@ class ZlibDecompressFilter:
         self.wbits = wbits
         self.max_output = max_output
         self.total_in = self.total_out = 0
-        self.error = None
+        self.error: Optional[BaseException] = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"ZlibDecompressFilter(wbits={self.wbits}, max_output={self.max_output})"
 
     @property
-    def finished(self):
+    def finished(self) -> bool:
         """True once the end of the compressed stream was read."""
         return self._d.eof
 
-    def _fail(self, exc):
+    def _fail(self, exc: BaseException) -> FilterResult:
         self.error = exc
         return BEV_ERROR
 
-    def __call__(self, src, dst, dst_limit, mode, ctx):
+    def __call__(self, src: Buffer, dst: Buffer, dst_limit: int, mode: int,
+                 ctx: Any) -> FilterResult:
         """Inflate *src* into *dst*; the filter protocol.
 
         Adds at most *dst_limit* bytes (``OUTPUT_CHUNK`` when -1), give or take
@@ -186,7 +191,7 @@ class ZlibDecompressFilter:
         return BEV_OK if out else BEV_NEED_MORE
 
 
-def zlib_compress_filter(level=6, wbits=15):
+def zlib_compress_filter(level: int = 6, wbits: int = 15) -> ZlibCompressFilter:
     """A new deflate filter for the output side of one connection.
 
     :param level: compression level, -1 (default, 6) or 0..9.
@@ -202,7 +207,8 @@ def zlib_compress_filter(level=6, wbits=15):
     return ZlibCompressFilter(level, wbits)
 
 
-def zlib_decompress_filter(wbits=15, max_output=None):
+def zlib_decompress_filter(wbits: int = 15, max_output: Optional[int] = None
+                           ) -> ZlibDecompressFilter:
     """A new inflate filter for the input side of one connection.
 
     :param wbits: as in :func:`zlib.decompressobj` (15 zlib, -15 raw deflate,
