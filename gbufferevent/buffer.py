@@ -52,7 +52,10 @@ class Buffer:
     """A byte queue with libevent's evbuffer operations.
 
     ``len(buf)`` is the number of bytes queued; a buffer is true when it holds
-    at least one byte.  Corresponds to ``struct evbuffer``.
+    at least one byte.  Corresponds to ``struct evbuffer`` (``evbuffer_new``).
+
+    :param data: initial contents, any bytes-like object.
+    :raises TypeError: *data* is not bytes-like.
     """
 
     __slots__ = ("_chunks", "_off", "_len", "_on_add", "_on_drain", "__weakref__")
@@ -101,6 +104,8 @@ class Buffer:
         """Move every byte of *other* to the end of this buffer, without copying.
 
         Returns 0 (``evbuffer_add_buffer``).
+        :raises TypeError: *other* is not a Buffer.  :raises ValueError:
+            *other* is this buffer.
         """
         if not isinstance(other, Buffer):
             raise TypeError(f"other must be a Buffer, not {type(other).__name__}")
@@ -133,6 +138,7 @@ class Buffer:
         """Remove and return up to *n* bytes from the front (all if ``n < 0``).
 
         Returns ``b""`` when empty (``evbuffer_remove``).
+        :raises TypeError: *n* is not an int.
         """
         if type(n) is not int:
             _check_size(n, "n")
@@ -168,6 +174,8 @@ class Buffer:
 
         Whole chunks move by reference; a chunk cut in two is copied once.
         Returns the number of bytes moved (``evbuffer_remove_buffer``).
+        :raises TypeError: *dst* is not a Buffer or *n* not an int.
+        :raises ValueError: *dst* is this buffer.
         """
         if not isinstance(dst, Buffer):
             raise TypeError(f"dst must be a Buffer, not {type(dst).__name__}")
@@ -188,7 +196,10 @@ class Buffer:
         return n
 
     def drain(self, n: int) -> int:
-        """Discard up to *n* bytes from the front. Returns 0 (``evbuffer_drain``)."""
+        """Discard up to *n* bytes from the front. Returns 0 (``evbuffer_drain``).
+
+        :raises TypeError: *n* is not an int.  :raises ValueError: negative.
+        """
         if type(n) is not int:
             _check_size(n, "n")
         if n < 0:
@@ -215,7 +226,7 @@ class Buffer:
         return 0
 
     def clear(self) -> int:
-        """Discard everything."""
+        """Discard everything (``evbuffer_drain(buf, evbuffer_get_length(buf))``). Returns 0."""
         return self.drain(self._len)
 
     # -- peeking ------------------------------------------------------------
@@ -226,6 +237,7 @@ class Buffer:
         Like ``evbuffer_pullup`` the bytes are made contiguous inside the buffer,
         so repeated calls are cheap.  Returns ``None`` if fewer than *n* bytes
         are queued (libevent returns NULL).
+        :raises TypeError: *n* is not an int.
         """
         _check_size(n, "n")
         if n < 0:
@@ -260,8 +272,8 @@ class Buffer:
         """Return up to *n* bytes from the front without removing them.
 
         Unlike :meth:`pullup` it never rearranges the buffer and returns what
-        there is when fewer than *n* bytes are queued.  Used by the I/O code to
-        hand one step of output to a transport.
+        there is when fewer than *n* bytes are queued (``evbuffer_copyout``).
+        Used by the I/O code to hand one step of output to a transport.
         """
         chunks = self._chunks
         if not chunks or n <= 0:
@@ -286,7 +298,10 @@ class Buffer:
     def search(self, pattern: BytesLike, start: int = 0) -> int:
         """Return the index of the first *pattern* at or after *start*, or -1.
 
-        ``evbuffer_search``.  Matches that span chunk boundaries are found.
+        ``evbuffer_search``.  Matches that span chunk boundaries are found;
+        an empty *pattern* matches at *start*.
+        :raises TypeError: *pattern* is not bytes-like.  :raises ValueError:
+            negative *start*.
         """
         pattern = _as_bytes(pattern, "pattern")
         _check_size(start, "start")
@@ -329,6 +344,7 @@ class Buffer:
         (libevent's ``EVBUFFER_EOL_CRLF``); otherwise *eol* is the exact
         terminator (``b"\\n"`` is ``EVBUFFER_EOL_LF``, ``b"\\r\\n"`` is
         ``EVBUFFER_EOL_CRLF_STRICT``).  ``evbuffer_readln``.
+        :raises ValueError: empty *eol*.
         """
         if eol is None:
             i = self.search(b"\n")

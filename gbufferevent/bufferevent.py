@@ -141,6 +141,7 @@ class Bufferevent:
     :param options: ``BEV_OPT_*`` flags (:class:`~gbufferevent.Options`).
     :param hub: the gevent hub whose loop drives this bufferevent
         (default: the current thread's hub).
+    :raises TypeError: *options* is not an int.
     :raises ValueError: unknown option bits.
     """
 
@@ -247,7 +248,11 @@ class Bufferevent:
 
     @_owned
     def disable(self, events: int) -> int:
-        """Disable reading and/or writing (``bufferevent_disable``). Returns 0."""
+        """Disable reading and/or writing (``bufferevent_disable``). Returns 0.
+
+        :param events: ``EV_READ``, ``EV_WRITE`` or both.
+        :raises ValueError: unknown bits.  A freed bufferevent is a no-op.
+        """
         _check_events(events)
         if self._freed:
             return 0
@@ -256,7 +261,8 @@ class Bufferevent:
         return 0
 
     def get_enabled(self) -> int:
-        """Return the enabled directions as ``EV_READ``/``EV_WRITE`` bits."""
+        """Return the enabled directions as ``EV_READ``/``EV_WRITE`` bits
+        (``bufferevent_get_enabled``)."""
         return self._enabled
 
     def _can_read(self):
@@ -337,7 +343,7 @@ class Bufferevent:
         return 0
 
     def getwatermark(self, events: int) -> Tuple[int, int]:
-        """Return ``(low, high)`` of one direction (``bufferevent_getwatermark``).
+        """Return ``(low, high)`` of one direction, in bytes (``bufferevent_getwatermark``).
 
         :raises ValueError: *events* is not exactly ``EV_READ`` or ``EV_WRITE``.
         """
@@ -378,7 +384,12 @@ class Bufferevent:
         return 0
 
     def write_buffer(self, buf: Buffer) -> int:
-        """Move all of *buf* to ``output`` (``bufferevent_write_buffer``). Returns 0."""
+        """Move all of *buf* (a :class:`~gbufferevent.Buffer`) to ``output``
+        without copying; never blocks (``bufferevent_write_buffer``). Returns 0.
+
+        :raises TypeError: *buf* is not a Buffer.
+        :raises BuffereventClosedError: the bufferevent was freed or closed.
+        """
         if get_hub_if_exists() is not self.hub:
             taken = Buffer()
             taken.add_buffer(buf)
@@ -390,11 +401,16 @@ class Bufferevent:
         """Remove and return up to *size* bytes of ``input`` (all if negative).
 
         Never blocks; ``b""`` when nothing is buffered (``bufferevent_read``).
+        :raises TypeError: *size* is not an int.
         """
         return self.input.remove(size)
 
     def read_buffer(self, buf: Buffer) -> int:
-        """Move all of ``input`` to *buf* (``bufferevent_read_buffer``). Returns 0."""
+        """Move all of ``input`` to *buf* (a :class:`~gbufferevent.Buffer`)
+        without copying (``bufferevent_read_buffer``). Returns 0.
+
+        :raises TypeError: *buf* is not a Buffer.
+        """
         self.input.remove_buffer(buf)
         return 0
 
@@ -405,7 +421,9 @@ class Bufferevent:
         :param iotype: ``EV_READ``, ``EV_WRITE`` or both.
         :param mode: :class:`~gbufferevent.FlushMode`; ``BEV_FINISHED`` also
             tells the other end that no more data follows.
-        :returns: -1 on error, 0 if nothing was flushed, 1 if something was.
+        :returns: -1 on error (e.g. freed), 0 if nothing was flushed, 1 if
+            something was.
+        :raises ValueError: unknown *iotype* bits, or *mode* not a FlushMode.
         """
         _check_events(iotype, "iotype")
         if isinstance(mode, bool) or not isinstance(mode, int) or mode not in (
@@ -431,6 +449,10 @@ class Bufferevent:
         ``TIMEOUT|WRITING`` when output is pending and nothing could be written.
         The direction that timed out is disabled until enabled again
         (``bufferevent_set_timeouts``).
+
+        :raises TypeError: not a number or None.  :raises ValueError:
+            negative or not finite.  :raises BuffereventClosedError: freed.
+        :returns: 0.
         """
         self._rtimeout = _check_timeout(read, "read")
         self._wtimeout = _check_timeout(write, "write")
@@ -525,7 +547,9 @@ class Bufferevent:
     def set_max_single_write(self, size: int) -> int:
         """Cap each write step at *size* bytes (``bufferevent_set_max_single_write``).
 
-        0 or >= ``EV_SSIZE_MAX`` restores the default (16384). Returns 0.
+        0 or >= ``EV_SSIZE_MAX`` restores the default (16384).
+        :raises TypeError: not an int.  :raises ValueError: negative.
+        :returns: 0.
         """
         self._max_write = self._check_max(size, MAX_SINGLE_WRITE_DEFAULT)
         return 0
@@ -556,7 +580,9 @@ class Bufferevent:
         return self._rl_max(True)
 
     def get_max_to_write(self) -> int:
-        """Bytes this bufferevent would write right now (``bufferevent_get_max_to_write``)."""
+        """Bytes this bufferevent would write right now: the minimum of max
+        single write, its token bucket and its group share, never negative
+        (``bufferevent_get_max_to_write``)."""
         if self._rl is None and self._group is None:
             return self._max_write
         return self._rl_max(False)
@@ -862,7 +888,7 @@ class Bufferevent:
 
     @property
     def closed(self) -> bool:
-        """True once the bufferevent was freed or closed."""
+        """True once the bufferevent was freed or closed (no libevent counterpart)."""
         return self._freed or self._closing
 
     def get_underlying(self) -> Optional[Bufferevent]:
@@ -874,16 +900,20 @@ class Bufferevent:
         return -1
 
     def fileno(self) -> int:
-        """Same as :meth:`getfd` (so ``select``-style code can use it)."""
+        """Same as :meth:`getfd` (``bufferevent_getfd``), so ``select``-style
+        code can use a bufferevent; -1 if there is no fd."""
         return self.getfd()
 
     def setfd(self, fd: Optional[SocketLike]) -> int:
-        """Give the bufferevent a new fd (``bufferevent_setfd``); -1 where the kind has none."""
+        """Give the bufferevent a new fd (``bufferevent_setfd``).
+
+        Returns 0, or -1 where the kind has no fd (pairs)."""
         return -1
 
     @property
     def last_error(self) -> Optional[BaseException]:
-        """The exception behind the last ERROR event, or None."""
+        """The exception behind the last ERROR event, or None (what libevent
+        leaves in ``EVUTIL_SOCKET_ERROR()``)."""
         return self._error
 
     # ------------------------------------------------------------------
@@ -891,16 +921,20 @@ class Bufferevent:
     # ------------------------------------------------------------------
 
     def settimeout(self, timeout: Optional[float]) -> None:
-        """Timeout in seconds for the blocking calls (None: wait forever).
+        """Timeout in seconds for the blocking calls (``socket.settimeout``;
+        no libevent counterpart).  None waits forever; 0 makes a call that
+        would block raise ``BlockingIOError``.
 
         A blocking call that runs out raises ``TimeoutError``.
+        :raises TypeError: not a number or None.  :raises ValueError:
+            negative or not finite.
         """
         self._sock_timeout = _check_timeout(timeout, "timeout")
         if timeout == 0:
             self._sock_timeout = 0.0
 
     def gettimeout(self) -> Optional[float]:
-        """The blocking-call timeout in seconds, or None."""
+        """The blocking-call timeout in seconds, or None (``socket.gettimeout``)."""
         return self._sock_timeout
 
     def _deadline(self):
@@ -1007,11 +1041,13 @@ class Bufferevent:
         self._wait(self._readers, deadline=deadline)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        """Block until bytes arrive; return up to *bufsize* of them.
+        """Block until bytes arrive; return up to *bufsize* bytes
+        (``socket.recv``; libevent has no blocking calls).
 
         Returns ``b""`` at EOF.  Raises the transport's ``OSError`` (e.g.
         ``ConnectionResetError``), ``TimeoutError`` after :meth:`settimeout`
-        seconds, or :class:`~gbufferevent.BuffereventClosedError` once closed.
+        seconds, :class:`~gbufferevent.BuffereventClosedError` once closed,
+        ``ValueError`` for a negative *bufsize*.
         Enables ``EV_READ`` if needed.  Data received before an error is
         returned first.
         """
@@ -1048,7 +1084,14 @@ class Bufferevent:
         return 0
 
     def recv_into(self, buffer: BytesLike, nbytes: int = 0, flags: int = 0) -> int:
-        """Like :meth:`recv`, into a writable buffer; returns the byte count."""
+        """Like :meth:`recv`, into a writable buffer (``socket.recv_into``).
+
+        :param nbytes: at most this many bytes; 0 = ``len(buffer)``.
+        :returns: the number of bytes stored (0 at EOF).
+        :raises TypeError: *buffer* is read-only.
+        :raises ValueError: *nbytes* outside 0..len(buffer).
+        Other errors as :meth:`recv`.
+        """
         view = memoryview(buffer)
         if view.readonly:
             raise TypeError("recv_into() needs a writable buffer")
@@ -1075,9 +1118,13 @@ class Bufferevent:
         return True
 
     def readexactly(self, n: int) -> bytes:
-        """Block until exactly *n* bytes arrived and return them.
+        """Block until exactly *n* bytes arrived and return them (as
+        asyncio's ``StreamReader.readexactly``).
 
         :raises IncompleteReadError: EOF first (``.partial`` has what came).
+        :raises LimitOverrunError: *n* exceeds the read high watermark.
+        :raises ValueError: negative *n*.  Timeouts and transport errors as
+            :meth:`recv`.
         """
         _check_size(n, "n")
         if n < 0:
@@ -1087,11 +1134,14 @@ class Bufferevent:
         return self.input.remove(n)
 
     def readuntil(self, separator: BytesLike = b"\n", limit: int = -1) -> bytes:
-        """Block until *separator* arrives; return the bytes up to and including it.
+        """Block until *separator* arrives; return the bytes up to and including it
+        (as asyncio's ``StreamReader.readuntil``).
 
         :raises IncompleteReadError: EOF first (``.partial`` has what came).
         :raises LimitOverrunError: no separator within *limit* bytes (if >= 0)
             or within the read high watermark.
+        :raises ValueError: empty *separator*.  Timeouts and transport errors
+            as :meth:`recv`.
         """
         sep = _as_bytes(separator, "separator")
         _check_size(limit, "limit")
@@ -1117,7 +1167,9 @@ class Bufferevent:
         """Block until a whole line arrived; return it with its ``b"\\n"``.
 
         At most *limit* bytes if ``limit >= 0`` (like a file's readline).  At
-        EOF returns what is left (possibly without newline, or ``b""``).
+        EOF returns what is left (possibly without newline, or ``b""``); a
+        line longer than the read high watermark is returned in pieces.
+        Timeouts and transport errors as :meth:`recv`.
         """
         _check_size(limit, "limit")
         deadline = self._deadline()
@@ -1168,7 +1220,8 @@ class Bufferevent:
             raise BrokenPipeError(32, "bufferevent is closed for writing")
 
     def send(self, data: BytesLike, flags: int = 0) -> int:
-        """Queue as much of *data* as fits in the send buffer; return how much.
+        """Queue as much of *data* as fits in the send buffer; return how many
+        bytes (``socket.send``).
 
         Blocks only while the output is full (see :data:`DEFAULT_SEND_BUFFER`
         and the write high watermark).  Raises like :meth:`sendall`.
@@ -1194,7 +1247,8 @@ class Bufferevent:
         time, and the call returns when ``output`` has drained to the write
         low watermark.  Raises ``BrokenPipeError``/``ConnectionResetError`` (or
         the transport's error) if the data cannot be delivered, ``TimeoutError``
-        after :meth:`settimeout` seconds.
+        after :meth:`settimeout` seconds, ``TypeError`` for a ``str``
+        (``socket.sendall``).
         """
         data = _as_bytes(data)
         total = len(data)
@@ -1225,14 +1279,24 @@ class Bufferevent:
         self._wait_writable(self._wr_lo, deadline)
 
     def drain(self) -> None:
-        """Block until ``output`` is empty (everything handed to the transport)."""
+        """Block until ``output`` is empty (everything handed to the transport;
+        as asyncio's ``StreamWriter.drain``).
+
+        Raises the transport's error, ``BuffereventClosedError`` once freed,
+        ``TimeoutError`` after :meth:`settimeout` seconds.
+        """
         self._wait_writable(0, self._deadline())
 
     @_owned
     def shutdown(self, how: int) -> None:
         """``socket.shutdown``: ``SHUT_WR`` delivers pending output, then ends the
         stream for the peer (FIN; EOF on a pair partner); reading goes on.
-        ``SHUT_RD`` stops reading. ``SHUT_RDWR`` both."""
+        ``SHUT_RD`` stops reading. ``SHUT_RDWR`` both.  libevent's nearest is
+        ``bufferevent_flush(bev, EV_WRITE, BEV_FINISHED)``.
+
+        :raises ValueError: *how* is not a ``SHUT_*`` constant.
+        :raises BuffereventClosedError: the bufferevent was freed.
+        """
         if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
             raise ValueError(f"how must be SHUT_RD, SHUT_WR or SHUT_RDWR, not {how!r}")
         self._check_alive()
@@ -1255,7 +1319,8 @@ class Bufferevent:
 
         Never blocks: delivery goes on in the hub.  Reading stops at once;
         greenlets blocked on this bufferevent get
-        :class:`~gbufferevent.BuffereventClosedError`.  Idempotent.
+        :class:`~gbufferevent.BuffereventClosedError`.  Idempotent.  libevent
+        has no such call (``bufferevent_free`` drops pending output).
         """
         if self._freed or self._closing:
             return
@@ -1284,7 +1349,13 @@ class Bufferevent:
     def makefile(self, mode: str = "r", buffering: Optional[int] = None, *,
                  encoding: Optional[str] = None, errors: Optional[str] = None,
                  newline: Optional[str] = None) -> IO[Any]:
-        """A file object reading/writing through the blocking layer (``socket.makefile``)."""
+        """A file object reading/writing through the blocking layer (``socket.makefile``).
+
+        :param mode: ``"r"``, ``"w"``, ``"rw"``, with ``"b"`` for binary.
+        :param buffering: buffer size in bytes; None/-1 = default, 0 =
+            unbuffered (binary only).
+        :raises ValueError: a bad *mode*, or unbuffered text.
+        """
         from ._fileio import makefile
         return makefile(self, mode, buffering, encoding, errors, newline)
 

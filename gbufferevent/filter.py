@@ -104,7 +104,9 @@ def input_budget(src: Buffer, dst_limit: int, mode: int) -> int:
 
     All of it, except in ``BEV_NORMAL`` with a ``dst_limit``: then about
     ``dst_limit`` bytes (at least 1), so the output roughly keeps the limit.
-    0 means there is nothing to take.
+    0 means there is nothing to take.  A helper for filter writers (no
+    libevent counterpart); the zlib compressor and :class:`ProcessFilter`
+    use it.
     """
     n = len(src)
     if mode == BEV_NORMAL and dst_limit >= 0 and n:
@@ -149,12 +151,14 @@ class FilterStage:
 
     def waiting(self, src: Buffer) -> bool:
         """True if the last call returned ``BEV_NEED_MORE`` on all of *src* and
-        nothing was added since: calling again in ``BEV_NORMAL`` is pointless."""
+        nothing was added since: calling again in ``BEV_NORMAL`` is pointless
+        (libevent's filter loop stops on ``BEV_NEED_MORE`` the same way)."""
         return self._idle_at == src._len
 
     def step(self, src: Buffer, dst: Buffer, dst_limit: int = -1, mode: FlushMode = BEV_NORMAL,
              window: int = 0) -> StepResult:
-        """Call the filter once and report what happened.
+        """Call the filter once and report what happened (one iteration of
+        libevent's ``be_filter_process_input``/``be_filter_process_output``).
 
         :param src: the source :class:`~gbufferevent.Buffer`.
         :param dst: the destination :class:`~gbufferevent.Buffer`.
@@ -250,7 +254,7 @@ class FilterStage:
         return FilterResult(res)
 
     def failure(self) -> FilterError:
-        """The :class:`FilterError` describing why the stage died."""
+        """The :class:`FilterError` (``errno.EPROTO``) describing why the stage died."""
         return FilterError(f"{self.name} filter failed"
                            + (f": {self.error}" if self.error is not None else
                               " (returned BEV_ERROR)"), self.error)
@@ -268,7 +272,9 @@ class ProcessFilter:
     bytes, else ``BEV_NEED_MORE``.
 
     Filter bufferevents adapt such objects by themselves; use this class to
-    call one by hand.  :raises TypeError: *obj* has no callable ``process``.
+    call one by hand.  :raises TypeError: *obj* has no callable ``process``,
+    or ``process`` returned something not bytes-like (when called).
+    No libevent counterpart: a ``bufferevent_filter_cb`` written for you.
     """
 
     __slots__ = ("obj",)
@@ -410,13 +416,17 @@ class FilterBufferevent(Bufferevent):
         return self._underlying.getfd() if self._attached else -1
 
     def setfd(self, fd: Optional[SocketLike]) -> int:
-        """Give the underlying a new fd (``bufferevent_setfd`` forwards)."""
+        """Give the underlying a new fd (``bufferevent_setfd`` forwards);
+        returns what the underlying's ``setfd`` returns (0, or -1 for a pair).
+
+        :raises BuffereventClosedError: the filter was freed.
+        """
         self._check_alive()
         return self._underlying.setfd(fd)
 
     @property
     def ctx(self) -> Any:
-        """The *ctx* given at creation."""
+        """The *ctx* given at creation (the ``void *ctx`` of ``bufferevent_filter_new``)."""
         return self._ctx
 
     @property
@@ -795,6 +805,14 @@ class FilterBufferevent(Bufferevent):
 def filter_new(underlying: Bufferevent, input_filter: FilterSpec, output_filter: FilterSpec,
                options: int = 0, free_context: Optional[FreeContext] = None,
                ctx: Any = None) -> FilterBufferevent:
-    """Create a :class:`FilterBufferevent` (``bufferevent_filter_new``)."""
+    """Create a :class:`FilterBufferevent` (``bufferevent_filter_new``).
+
+    Same arguments, behaviour and errors as the class: *underlying* (a
+    bufferevent), *input_filter* and *output_filter* (filter functions,
+    objects with ``process``, or None for pass-through), ``BEV_OPT_*``
+    *options*, *free_context* (``free_context(ctx)``, once) and *ctx*.
+    :raises TypeError: bad *underlying*, filter or *free_context*.
+    :raises BuffereventClosedError: *underlying* was freed.
+    """
     return FilterBufferevent(underlying, input_filter, output_filter, options,
                              free_context, ctx)

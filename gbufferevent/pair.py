@@ -27,7 +27,10 @@ __all__ = ["PairBufferevent", "pair_new"]
 
 
 class PairBufferevent(Bufferevent):
-    """One member of a pair made by :func:`pair_new`."""
+    """One member of a pair made by :func:`pair_new` (``bufferevent_pair.c``).
+
+    Create pairs with :func:`pair_new`; a member made alone has no partner.
+    """
 
     def __init__(self, options: int = 0, hub: Optional[Hub] = None) -> None:
         super().__init__(options, hub)
@@ -150,7 +153,8 @@ class PairBufferevent(Bufferevent):
     def close(self) -> None:
         """Deliver pending output to the partner (even past its read high
         watermark, as a ``BEV_FINISHED`` flush would), give it EOF, then free.
-        Never blocks; a member without partner is simply freed."""
+        Never blocks; a member without partner is simply freed.  Idempotent.
+        No libevent counterpart (``bufferevent_free`` drops the output)."""
         if self._freed or self._closing:
             return
         p = self._partner
@@ -220,6 +224,8 @@ def pair_new(options: int = 0, hub: Optional[Hub] = None
         ``BEV_OPT_CLOSE_ON_FREE`` means nothing for a pair.
     :param hub: the gevent hub (default: current).
     :returns: ``(bev0, bev1)``.
+    :raises TypeError: *options* is not an int.  :raises ValueError: unknown
+        option bits.
     """
     a = PairBufferevent(options, hub)
     b = PairBufferevent(options, a.hub)

@@ -381,7 +381,11 @@ class TokenScheduler:
 
     @classmethod
     def for_hub(cls, hub: Optional[Hub] = None) -> TokenScheduler:
-        """The scheduler of *hub* (default: the current hub), created on first use."""
+        """The scheduler of *hub* (default: the current hub), created on first use.
+
+        No libevent counterpart: libevent arms a timer per limited
+        bufferevent and per group instead.
+        """
         hub = hub if hub is not None else get_hub()
         sched = cls._by_hub.get(hub)
         if sched is None:
@@ -389,7 +393,7 @@ class TokenScheduler:
         return sched
 
     def tick(self, tick_ms: int) -> int:
-        """The current tick number for ticks of *tick_ms* milliseconds."""
+        """The current tick number for ticks of *tick_ms* milliseconds (:func:`tick_of`)."""
         return tick_of(self.loop.now(), tick_ms)
 
     def wait(self, tick_ms: int, client: TickClient) -> None:
@@ -533,7 +537,11 @@ class _BevLimit:
 
 
 def set_rate_limit(bev: Bufferevent, cfg: Optional[TokenBucketConfig]) -> int:
-    """``Bufferevent.set_rate_limit``: see there."""
+    """``Bufferevent.set_rate_limit`` (``bufferevent_set_rate_limit``): see there.
+
+    :raises TypeError: *cfg* is neither a TokenBucketConfig nor None.
+    :raises BuffereventClosedError: *bev* was freed.  Returns 0.
+    """
     if cfg is not None:
         _check_cfg(cfg)
     rl = bev._rl
@@ -557,13 +565,19 @@ def set_rate_limit(bev: Bufferevent, cfg: Optional[TokenBucketConfig]) -> int:
 
 
 def get_limit(bev: Bufferevent, reading: bool) -> int:
-    """``get_read_limit``/``get_write_limit``: own bucket, or ``EV_SSIZE_MAX``."""
+    """``get_read_limit``/``get_write_limit`` (``bufferevent_get_read_limit``/
+    ``..._write_limit``): the own bucket in bytes, or ``EV_SSIZE_MAX``."""
     rl = bev._rl
     return EV_SSIZE_MAX if rl is None else rl.level(reading)
 
 
 def decrement_limit(bev: Bufferevent, reading: bool, decr: int) -> int:
-    """``decrement_read_limit``/``decrement_write_limit``: see there."""
+    """``decrement_read_limit``/``decrement_write_limit``
+    (``bufferevent_decrement_read_limit``/``..._write_limit``): see there.
+
+    :raises TypeError: *decr* not an int.  :raises ValueError: beyond
+        +-``EV_SSIZE_MAX``.  :raises RuntimeError: no rate limit set.
+    """
     decr = _check_int(decr, "decr", -EV_SSIZE_MAX, EV_SSIZE_MAX)
     rl = bev._rl
     if rl is None:
@@ -577,7 +591,8 @@ def decrement_limit(bev: Bufferevent, reading: bool, decr: int) -> int:
 
 
 def max_step(bev: Bufferevent, reading: bool) -> int:
-    """Bytes one step may move now: min(max single, own bucket, group share).
+    """Bytes one step may move now: min(max single, own bucket, group share)
+    (libevent's ``bufferevent_get_read_max_``/``bufferevent_get_write_max_``).
 
     Never negative.  When the answer is 0 because a bucket is empty, the
     direction is suspended and will be resumed by the scheduler.
@@ -603,7 +618,8 @@ def max_step(bev: Bufferevent, reading: bool) -> int:
 
 
 def charge(bev: Bufferevent, n: int, reading: bool) -> None:
-    """Charge *n* bytes that *bev* moved to its buckets and group."""
+    """Charge *n* bytes that *bev* moved to its buckets and group
+    (``bufferevent_decrease_read_buckets_``/``..._write_buckets_``)."""
     rl = bev._rl
     if rl is not None and rl.take(reading, n)[1] <= 0:
         rl.suspend(reading)
@@ -677,7 +693,7 @@ class RateLimitGroup:
 
     @property
     def cfg(self) -> TokenBucketConfig:
-        """The group's :class:`TokenBucketConfig`."""
+        """The group's :class:`TokenBucketConfig` (rates and bursts in bytes per tick)."""
         return self._cfg
 
     # -- configuration ----------------------------------------------------
@@ -696,7 +712,8 @@ class RateLimitGroup:
         return 0
 
     def set_min_share(self, share: int) -> int:
-        """Set the smallest step a member gets, bytes (``..._group_set_min_share``).
+        """Set the smallest step a member gets, bytes
+        (``bufferevent_rate_limit_group_set_min_share``).
 
         Default 64; 0 disables it.  The share applied is never above the
         config's rates.  :raises TypeError: not an int.  :raises ValueError:
@@ -708,7 +725,10 @@ class RateLimitGroup:
         return 0
 
     def get_min_share(self) -> int:
-        """The min share applied now, bytes: min(configured, read rate, write rate)."""
+        """The min share applied now, bytes: min(configured, read rate, write rate).
+
+        No libevent getter; libevent applies the same bound.
+        """
         return self._min_share
 
     # -- membership -------------------------------------------------------
@@ -789,12 +809,13 @@ class RateLimitGroup:
         return self._bucket.read if reading else self._bucket.write
 
     def get_read_limit(self) -> int:
-        """The group's read bucket now, bytes; may be negative
+        """The group's read bucket now, bytes; may be negative (deficit)
         (``bufferevent_rate_limit_group_get_read_limit``)."""
         return self._level(True)
 
     def get_write_limit(self) -> int:
-        """The group's write bucket now, bytes; may be negative."""
+        """The group's write bucket now, bytes; may be negative (deficit)
+        (``bufferevent_rate_limit_group_get_write_limit``)."""
         return self._level(False)
 
     def get_totals(self) -> Tuple[int, int]:
@@ -822,7 +843,11 @@ class RateLimitGroup:
         return self._decrement(True, decr)
 
     def decrement_write(self, decr: int) -> int:
-        """Take *decr* bytes from the write bucket; negative adds (see :meth:`decrement_read`)."""
+        """Take *decr* bytes from the write bucket; negative adds
+        (``bufferevent_rate_limit_group_decrement_write``; see :meth:`decrement_read`).
+
+        :raises TypeError: not an int.  Returns 0.
+        """
         return self._decrement(False, decr)
 
     def _decrement(self, reading, decr):

@@ -46,6 +46,11 @@ class BuffereventServer(StreamServer):
     :param options: ``BEV_OPT_*`` for each bufferevent (default
         ``BEV_OPT_CLOSE_ON_FREE``).
     Other keyword arguments (``spawn``, ``backlog``) go to ``StreamServer``.
+    :raises TypeError: *handle* not callable.  :raises ValueError: bad *options*.
+
+    It plays the role of libevent's ``evconnlistener_new_bind`` with a
+    callback that calls ``bufferevent_socket_new`` (or
+    ``bufferevent_openssl_socket_new``).
     """
 
     def __init__(self, listener: Any,
@@ -68,7 +73,9 @@ class BuffereventServer(StreamServer):
         super().__init__(listener, handle=self._handle_socket, **kwargs)
 
     def make_bufferevent(self, sock: Any, address: Any) -> Bufferevent:
-        """Build the bufferevent for an accepted socket (override to customise)."""
+        """Build the bufferevent for an accepted socket (override to customise):
+        a :class:`~gbufferevent.SocketBufferevent`, or a TLS one with
+        *ssl_context*, with the rate limit and group applied."""
         bev: SocketBufferevent
         if self.ssl_context is not None:
             from .ssl import server_bufferevent
@@ -82,7 +89,10 @@ class BuffereventServer(StreamServer):
         return bev
 
     def handle_bufferevent(self, bev: Bufferevent, address: Any) -> None:
-        """Called per connection; calls the ``handle`` given to the constructor."""
+        """Called per connection; calls the ``handle`` given to the constructor.
+
+        :raises TypeError: no ``handle`` was given (override this method instead).
+        """
         if self.bev_handle is None:
             raise TypeError("BuffereventServer needs a handle(bev, address)")
         self.bev_handle(bev, address)

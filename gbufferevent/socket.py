@@ -67,6 +67,8 @@ class SocketBufferevent(Bufferevent):
     :param options: ``BEV_OPT_*``; with ``BEV_OPT_CLOSE_ON_FREE`` :meth:`free`
         closes the socket.  A socket made by :meth:`connect` is always closed.
     :param hub: the gevent hub (default: current).
+    :raises TypeError: *sock* is neither a socket, an fd nor None.
+    :raises ValueError: a negative fd other than -1; unknown option bits.
     """
 
     _dns_error: Optional[BaseException]       # set by connect_hostname()
@@ -127,6 +129,8 @@ class SocketBufferevent(Bufferevent):
         """Use a new socket or fd (``bufferevent_setfd``); the old one is not closed.
 
         :param fd: a socket, an fd, or -1/None to detach.  Returns 0.
+        :raises TypeError: not a socket or fd.
+        :raises BuffereventClosedError: the bufferevent was freed.
         """
         self._check_alive()
         self._detach(close=self._own_sock)
@@ -137,7 +141,7 @@ class SocketBufferevent(Bufferevent):
 
     @property
     def socket(self) -> Any:
-        """The socket object given or created (None if none)."""
+        """The socket object given or created (None if none); no libevent counterpart."""
         return self._sock
 
     # -- connecting -----------------------------------------------------
@@ -151,7 +155,10 @@ class SocketBufferevent(Bufferevent):
         ``BEV_EVENT_ERROR`` event if the connection fails (refused,
         unreachable).  A host that is not a numeric address is resolved with
         gevent's resolver first, as :meth:`connect_hostname` does.
-        :raises TypeError: a malformed address.
+        :raises TypeError: a malformed address.  :raises ValueError: a port
+            outside 0..65535.  :raises RuntimeError: a connect is in
+            progress, or already connected.
+        :raises BuffereventClosedError: the bufferevent was freed.
         """
         self._check_alive()
         _check_address(address)
@@ -191,6 +198,9 @@ class SocketBufferevent(Bufferevent):
         Returns 0 at once.  A failed lookup is a ``BEV_EVENT_ERROR`` event whose
         exception (a ``socket.gaierror``) is :attr:`last_error` and
         :meth:`get_dns_error`.
+        :raises TypeError: *host* not a str, *family* not an int.
+        :raises ValueError: *port* outside 0..65535.
+        :raises RuntimeError: a connect is already in progress.
         """
         self._check_alive()
         if not isinstance(host, str):
@@ -207,7 +217,8 @@ class SocketBufferevent(Bufferevent):
         return 0
 
     def get_dns_error(self) -> Optional[BaseException]:
-        """The lookup error of the last :meth:`connect_hostname`, or None."""
+        """The lookup error of the last :meth:`connect_hostname`, or None
+        (``bufferevent_socket_get_dns_error``; an exception, not an EAI code)."""
         return getattr(self, "_dns_error", None)
 
     def _resolve(self, host, port, family):
@@ -485,7 +496,8 @@ def create_connection(address: Address, timeout: Optional[float] = None,
 
     The blocking counterpart of ``gevent.socket.create_connection``: waits (at
     most *timeout* seconds) for ``BEV_EVENT_CONNECTED``.  Must be called from a
-    greenlet, not from a callback.
+    greenlet, not from a callback.  In libevent terms:
+    ``bufferevent_socket_new`` + ``bufferevent_socket_connect`` and a wait.
 
     :raises OSError: the connection failed (``ConnectionRefusedError``, a
         ``socket.gaierror`` for an unknown host, ...).

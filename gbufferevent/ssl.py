@@ -130,6 +130,7 @@ def set_verify_name(ssl: SSL.Connection, name: Optional[str]) -> None:
 
     :param ssl: an ``OpenSSL.SSL.Connection``.
     :param name: str, or None to check no name.
+    :raises TypeError: *ssl* is not a Connection, *name* not a non-empty str.
     """
     if not isinstance(ssl, SSL.Connection):
         raise TypeError(f"ssl must be an OpenSSL.SSL.Connection, not {type(ssl).__name__}")
@@ -247,7 +248,8 @@ class _TLSCore(_TLSBase):
         self._allow_dirty = bool(allow_dirty_shutdown)
 
     def get_half_close(self) -> int:
-        """1 if a received ``close_notify`` ends only the reading side, else 0."""
+        """1 if a received ``close_notify`` ends only the reading side, else 0
+        (no libevent counterpart)."""
         return int(self._half_close)
 
     @_owned
@@ -260,12 +262,13 @@ class _TLSCore(_TLSBase):
         gets EOF and we may go on writing; our ``close_notify`` goes out when
         we end the stream (:meth:`shutdown` ``SHUT_WR``, ``flush(EV_WRITE,
         BEV_FINISHED)``, :meth:`close`) -- what a relay passing half-closes on
-        needs.
+        needs.  No libevent counterpart.
         """
         self._half_close = bool(half_close)
 
     def get_shutdown_timeout(self) -> float:
-        """Seconds :meth:`close` waits for the peer's ``close_notify``."""
+        """Seconds :meth:`close` waits for the peer's ``close_notify``
+        (:data:`DEFAULT_SHUTDOWN_TIMEOUT` unless set; no libevent counterpart)."""
         return self._shutdown_timeout
 
     @_owned
@@ -274,6 +277,7 @@ class _TLSCore(_TLSBase):
         (and at most for undelivered output making no progress), in seconds.
 
         :raises ValueError: negative.  :raises TypeError: not a number.
+        No libevent counterpart.
         """
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
             raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
@@ -283,7 +287,7 @@ class _TLSCore(_TLSBase):
 
     @property
     def handshake_done(self) -> bool:
-        """True once the (first) handshake has finished."""
+        """True once the (first) handshake has finished (``SSL_is_init_finished``)."""
         return not self._hs
 
     @_owned
@@ -335,6 +339,8 @@ class _TLSCore(_TLSBase):
             out, the peer went away or the bufferevent was freed.  After a
             timeout here :attr:`last_error` is a ``TimeoutError``.
         :raises RuntimeError: called from the hub (a callback).
+        No libevent counterpart (libevent reports ``BEV_EVENT_CONNECTED``;
+        so does this bufferevent).
         """
         if timeout is _DEFAULT:
             timeout = self._sock_timeout if self._sock_timeout is not None \
@@ -716,6 +722,7 @@ class _TLSCore(_TLSBase):
         seconds (data arriving meanwhile is discarded); then the transport is
         closed (``BEV_OPT_CLOSE_ON_FREE``) and the bufferevent freed.  Output
         that makes no progress for that long is dropped.  Idempotent.
+        libevent has no clean TLS close (``bufferevent_free`` sends nothing).
         """
         if self._freed or self._closing:
             return
@@ -766,15 +773,17 @@ class _TLSCore(_TLSBase):
 class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
     """A TLS bufferevent on a socket (``bufferevent_openssl_socket_new``).
 
-    Made by :func:`openssl_socket_new`; see the module docstring.  It keeps
-    the socket kind's ``connect``, ``connect_hostname``, ``setfd``, ``getfd``.
+    Made by :func:`openssl_socket_new` (same arguments and errors); see the
+    module docstring.  It keeps the socket kind's ``connect``,
+    ``connect_hostname``, ``setfd``, ``getfd``.
     """
 
     def __init__(self, ssl: SSL.Connection, state: int, sock: Optional[SocketLike] = None,
                  options: int = 0, hub: Optional[Hub] = None, *,
                  server_hostname: Optional[str] = None) -> None:
         self._tls_init(ssl, state, server_hostname)
-        self._wq: Deque[Union[bytes, memoryview]] = deque()             # ciphertext chunks on their way to the socket
+        # ciphertext chunks on their way to the socket
+        self._wq: Deque[Union[bytes, memoryview]] = deque()
         self._free_when_flushed = False
         self._in_writable = False
         super().__init__(sock, options, hub)
@@ -967,8 +976,8 @@ class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
 class SSLFilterBufferevent(_TLSCore, Bufferevent):
     """TLS over another bufferevent (``bufferevent_openssl_filter_new``).
 
-    Made by :func:`openssl_filter_new`; see the module docstring.
-    ``getfd``/``setfd`` go to the underlying bufferevent.
+    Made by :func:`openssl_filter_new` (same arguments and errors); see the
+    module docstring.  ``getfd``/``setfd`` go to the underlying bufferevent.
     """
 
     def __init__(self, underlying: Bufferevent, ssl: SSL.Connection, state: int,
@@ -994,11 +1003,12 @@ class SSLFilterBufferevent(_TLSCore, Bufferevent):
         return self._under
 
     def getfd(self) -> int:
-        """The underlying bufferevent's fd, or -1."""
+        """The underlying bufferevent's fd, or -1 (``bufferevent_getfd`` forwards)."""
         return self._under.getfd() if self._under is not None else -1
 
     def setfd(self, fd: Optional[SocketLike]) -> int:
-        """Forwarded to the underlying bufferevent."""
+        """Forwarded to the underlying bufferevent (``bufferevent_setfd``); -1
+        once the underlying is gone."""
         return self._under.setfd(fd) if self._under is not None else -1
 
     # -- transport ------------------------------------------------------
@@ -1166,6 +1176,10 @@ def server_bufferevent(ctx: SSL.Context, sock: SocketLike, options: int = BEV_OP
     :param sock: the accepted socket.
     :returns: an :class:`SSLSocketBufferevent` in state ACCEPTING; call
         :meth:`~_TLSCore.wait_handshake` from a greenlet to finish it.
+    :raises TypeError: *ctx* is not an ``OpenSSL.SSL.Context``, bad *sock*.
+
+    libevent: ``bufferevent_openssl_socket_new(base, fd, SSL_new(ctx),
+    BUFFEREVENT_SSL_ACCEPTING, options)``.
     """
     if not isinstance(ctx, SSL.Context):
         raise TypeError(f"ctx must be an OpenSSL.SSL.Context, not {type(ctx).__name__}")

@@ -99,6 +99,7 @@ def client_context(cafile: Optional[StrPath] = None, verify: bool = True) -> SSL
     :param verify: verify the server's certificate (``VERIFY_PEER``); turning
         it off accepts any server and should only be done for testing.
     :raises FileNotFoundError: *cafile* is missing.
+    :raises TypeError: *cafile* is not a path.
     """
     ctx = _secure_defaults(SSL.Context(SSL.TLS_CLIENT_METHOD))
     if verify:
@@ -114,7 +115,10 @@ def client_context(cafile: Optional[StrPath] = None, verify: bool = True) -> SSL
 
 def cache_dir() -> str:
     """Where generated certificates are kept: ``$GBUFFEREVENT_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/gbufferevent``, else ``~/.cache/gbufferevent`` (made 0700)."""
+    ``$XDG_CACHE_HOME/gbufferevent``, else ``~/.cache/gbufferevent`` (made 0700).
+
+    :raises OSError: the directory cannot be made.
+    """
     d = os.environ.get("GBUFFEREVENT_CACHE_DIR")
     if not d:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
@@ -126,7 +130,10 @@ def cache_dir() -> str:
 
 def cert_fingerprint(certfile: StrPath) -> str:
     """SHA-256 fingerprint of the first certificate in a PEM file, as
-    ``"AB:CD:..."`` (``openssl x509 -fingerprint -sha256``)."""
+    ``"AB:CD:..."`` (``openssl x509 -fingerprint -sha256``).
+
+    :raises FileNotFoundError: no such file.  :raises ValueError: not PEM.
+    """
     with open(_existing(certfile, "certfile"), "rb") as f:
         cert = x509.load_pem_x509_certificate(f.read())
     digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
@@ -158,6 +165,8 @@ def generate_self_signed_cert(certfile: StrPath, keyfile: StrPath, hostname: str
     (``client_context(cafile=certfile)``).  The key file is made 0600.
 
     :returns: ``(certfile, keyfile)`` as str.
+    :raises TypeError: a path that is not a path.  :raises ValueError: empty
+        *hostname*, *days* < 1.  :raises OSError: the files cannot be written.
     """
     certfile, keyfile = _path(certfile, "certfile"), _path(keyfile, "keyfile")
     if not isinstance(hostname, str) or not hostname:

@@ -203,6 +203,8 @@ def zlib_compress_filter(level: int = 6, wbits: int = 15) -> ZlibCompressFilter:
     ``BEV_NORMAL`` compresses without flushing, ``BEV_FLUSH`` adds a
     ``Z_SYNC_FLUSH`` (the peer can inflate everything so far), ``BEV_FINISHED``
     ends the stream with ``Z_FINISH``; data after that is ``BEV_ERROR``.
+    libevent ships no zlib filter; this is the ``zlib_output_filter`` of its
+    ``test/regress_zlib.c``, as a ``bufferevent_filter_cb``.
     """
     return ZlibCompressFilter(level, wbits)
 
@@ -223,6 +225,7 @@ def zlib_decompress_filter(wbits: int = 15, max_output: Optional[int] = None
     could not be inflated yet stays in the source and is taken on the next
     call, so 1 KiB that inflates to 1 MiB arrives whole.  Corrupt input, data
     after the end of the stream, and a stream cut short by ``BEV_FINISHED``
-    (EOF) are ``BEV_ERROR``.
+    (EOF) are ``BEV_ERROR``.  libevent's counterpart is the
+    ``zlib_input_filter`` of its ``test/regress_zlib.c``.
     """
     return ZlibDecompressFilter(wbits, max_output)
