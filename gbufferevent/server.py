@@ -112,6 +112,6 @@ class BuffereventServer(StreamServer):
             bev.close()
 
     def do_close(self, sock: Any, *args: Any) -> None:
-        # The bufferevent owns the socket and closes it once its output is
-        # delivered; closing it here would cut that short.
-        pass
+        """``StreamServer`` hook: does nothing.  The bufferevent owns the socket
+        and closes it once its output is delivered; closing it here would cut
+        that short."""
