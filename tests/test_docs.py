@@ -14,7 +14,7 @@ SNIPPET = re.compile(r"```python\n(.*?)```", re.S)
 
 def test_guides_exist():
     names = {p.stem for p in DOCS}
-    assert {"pairs", "caps", "differences"} <= names
+    assert {"pairs", "caps", "differences", "filters"} <= names
 
 
 @pytest.mark.parametrize("path", [p for p in DOCS if SNIPPET.search(p.read_text())],
