@@ -9,7 +9,7 @@ checker).
 from __future__ import annotations
 
 from typing import (
-    TYPE_CHECKING, Any, Callable, Optional, Protocol, Tuple, TypeVar, Union,
+    TYPE_CHECKING, Any, Callable, Optional, Protocol, Tuple, Union,
 )
 
 from gevent.hub import Hub
@@ -28,7 +28,6 @@ else:
 __all__ = [
     "BytesLike", "Hub", "DataCallback", "EventCallback", "FilterFunc",
     "SupportsProcess", "FilterSpec", "FreeContext", "Address", "SocketLike",
-    "BevT",
 ]
 
 #: ``readcb(bev, cbarg)`` / ``writecb(bev, cbarg)``; the return value is ignored.
@@ -60,5 +59,3 @@ Address = Union[Tuple[str, int], Tuple[str, int, int, int], str, bytes]
 
 #: A socket a socket bufferevent accepts: a gevent or stdlib socket, or an fd.
 SocketLike = Any
-
-BevT = TypeVar("BevT", bound="Bufferevent")
