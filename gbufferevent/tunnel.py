@@ -185,7 +185,7 @@ class _Connection:
                 bev.free()
             else:
                 bev.close()
-        self.tunnel._connections.discard(self)
+        self.tunnel._connection_closed(self)
         self.done.set()
 
     def stats(self):
@@ -264,6 +264,7 @@ class Tunnel:
             if conn_rate is not None:
                 self.conn_cfg = self._cfg(conn_rate, burst, tick)
         self._connections = set()
+        self._finished = {"connections": 0, "client_to_target": 0, "target_to_client": 0}
         self._server = None
         self.accepting = False
 
@@ -337,6 +338,14 @@ class Tunnel:
         if self.group is not None:
             bev.add_to_rate_limit_group(self.group)
 
+    def _connection_closed(self, conn):
+        if conn in self._connections:
+            self._connections.discard(conn)
+            f = self._finished
+            f["connections"] += 1
+            f["client_to_target"] += conn.c2t.bytes
+            f["target_to_client"] += conn.t2c.bytes
+
     def _new_connection(self, down, peer):
         conn = _Connection(self, down, peer)
         self._connections.add(conn)
@@ -371,12 +380,15 @@ class Tunnel:
         return [c.stats() for c in list(self._connections)]
 
     def totals(self):
-        """``{"connections": n, "client_to_target": bytes, "target_to_client": bytes,
-        "group_read": bytes, "group_written": bytes}``."""
+        """Bytes relayed since the start, all connections (open and closed):
+        ``{"open": n, "closed": n, "client_to_target": bytes,
+        "target_to_client": bytes}`` plus ``"group_read"``/``"group_written"``
+        (the rate-limit group's totals) when ``rate`` is set."""
         conns = list(self._connections)
-        out = {"connections": len(conns),
-               "client_to_target": sum(c.c2t.bytes for c in conns),
-               "target_to_client": sum(c.t2c.bytes for c in conns)}
+        f = self._finished
+        out = {"open": len(conns), "closed": f["connections"],
+               "client_to_target": f["client_to_target"] + sum(c.c2t.bytes for c in conns),
+               "target_to_client": f["target_to_client"] + sum(c.t2c.bytes for c in conns)}
         if self.group is not None:
             out["group_read"], out["group_written"] = self.group.get_totals()
         return out
