@@ -104,7 +104,7 @@ def _print_stats(tunnel, every):
                   f"({c['client_to_target'] / secs / 1e3:.1f} kB/s), "
                   f"out {c['target_to_client']} B "
                   f"({c['target_to_client'] / secs / 1e3:.1f} kB/s)", flush=True)
-        line = (f"stats: {totals['connections']} open, "
+        line = (f"stats: {totals['open']} open, {totals['closed']} closed, "
                 f"in {totals['client_to_target']} B, out {totals['target_to_client']} B")
         if "group_read" in totals:
             line += f", group totals read {totals['group_read']} B " \

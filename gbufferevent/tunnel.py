@@ -44,6 +44,8 @@ log = logging.getLogger("gbufferevent.tunnel")
 RELAY_HIGH = 512 * 1024
 #: Reading resumes once that queue is down to this many bytes.
 RELAY_LOW = 128 * 1024
+#: Max single read/write of the sockets a tunnel relays between, in bytes.
+RELAY_STEP = 64 * 1024
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9,
           "ki": 2**10, "mi": 2**20, "gi": 2**30}
@@ -82,7 +84,7 @@ class _Side:
 class _Connection:
     """One relayed connection: a client-facing stack and a target-facing stack."""
 
-    def __init__(self, tunnel, down, peer):
+    def __init__(self, tunnel, transport, peer):
         self.tunnel = tunnel
         self.peer = peer
         self.started = time.monotonic()
@@ -90,15 +92,19 @@ class _Connection:
         self.done = gevent.event.Event()
         self.c2t = _Side()      # client -> target
         self.t2c = _Side()      # target -> client
+        down, self.down = tunnel._down_stack(transport)
         self.down_raw = down
-        self.down = tunnel._wrap_down(down)
-        up_raw = SocketBufferevent(None, BEV_OPT_CLOSE_ON_FREE, tunnel.hub)
+        up_raw, self.up = tunnel._up_stack()
         self.up_raw = up_raw
-        self.up = tunnel._wrap_up(up_raw)
         self._compressed = set()
         if tunnel.compress is not None:
             self._compressed.add(self.up if tunnel.compress_side == "up" else self.down)
         tunnel._limit(down)
+        for raw in (down, up_raw):
+            # A relay moves bulk data: larger steps mean fewer loop passes
+            # (the rate limits, if any, still cap every step).
+            raw.set_max_single_read(RELAY_STEP)
+            raw.set_max_single_write(RELAY_STEP)
         for bev in (self.down, self.up):
             bev.setwatermark(EV_WRITE, RELAY_LOW, 0)
         self.down.setcb(self._read_down, self._wrote_down, self._event_down)
@@ -185,7 +191,7 @@ class _Connection:
                 bev.free()
             else:
                 bev.close()
-        self.tunnel._connections.discard(self)
+        self.tunnel._connection_closed(self)
         self.done.set()
 
     def stats(self):
@@ -202,8 +208,7 @@ class _Acceptor(StreamServer):
 
     def _accepted(self, sock, address):
         try:
-            bev = SocketBufferevent(sock, BEV_OPT_CLOSE_ON_FREE, self._tunnel.hub)
-            self._tunnel._new_connection(bev, f"{address[0]}:{address[1]}")
+            self._tunnel._new_connection(sock, f"{address[0]}:{address[1]}")
         except Exception:  # noqa: BLE001 - one connection, one log line
             log.exception("cannot set up a connection from %s", address)
             sock.close()
@@ -264,6 +269,7 @@ class Tunnel:
             if conn_rate is not None:
                 self.conn_cfg = self._cfg(conn_rate, burst, tick)
         self._connections = set()
+        self._finished = {"connections": 0, "client_to_target": 0, "target_to_client": 0}
         self._server = None
         self.accepting = False
 
@@ -300,36 +306,54 @@ class Tunnel:
                                  zlib_compress_filter(self.compress),
                                  BEV_OPT_CLOSE_ON_FREE)
 
-    def _wrap_down(self, bev):
+    def _tls(self, ctx, state, server_name=None):
+        from OpenSSL import SSL
+        conn = SSL.Connection(ctx, None)
+        if server_name:
+            if not _is_ip(server_name):
+                conn.set_tlsext_host_name(server_name.encode("idna"))
+            _set_verify_name(conn, server_name)
+        return conn
+
+    def _down_stack(self, transport):
+        """``(raw, top)`` for the client side.  *transport* is an accepted
+        socket (TLS then runs on the socket kind, OpenSSL driving the fd) or a
+        pair member from :meth:`open` (TLS then runs as a filter)."""
+        from .bufferevent import Bufferevent
+        from .constants import BUFFEREVENT_SSL_ACCEPTING
+        if isinstance(transport, Bufferevent):
+            raw = top = transport
+            if self.tls_in is not None:
+                from .ssl import openssl_filter_new
+                top = openssl_filter_new(raw, self._tls(self.tls_in, None),
+                                         BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE)
+        elif self.tls_in is not None:
+            from .ssl import openssl_socket_new
+            raw = top = openssl_socket_new(self._tls(self.tls_in, None),
+                                           BUFFEREVENT_SSL_ACCEPTING, transport,
+                                           BEV_OPT_CLOSE_ON_FREE, self.hub)
+        else:
+            raw = top = SocketBufferevent(transport, BEV_OPT_CLOSE_ON_FREE, self.hub)
         if self.tls_in is not None:
-            from OpenSSL import SSL
-
-            from .constants import BUFFEREVENT_SSL_ACCEPTING
-            from .ssl import openssl_filter_new
-            bev = openssl_filter_new(bev, SSL.Connection(self.tls_in, None),
-                                     BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE)
-            bev.set_half_close(True)          # half-closes travel through TLS
+            top.set_half_close(True)          # half-closes travel through TLS
         if self.compress is not None and self.compress_side == "down":
-            bev = self._compressed(bev)
-        return bev
+            top = self._compressed(top)
+        return raw, top
 
-    def _wrap_up(self, bev):
+    def _up_stack(self):
+        """``(raw, top)`` for the target side; *raw* is not connected yet."""
+        from .constants import BUFFEREVENT_SSL_CONNECTING
         if self.tls_out is not None:
-            from OpenSSL import SSL
-
-            from .constants import BUFFEREVENT_SSL_CONNECTING
-            from .ssl import openssl_filter_new
-            conn = SSL.Connection(self.tls_out, None)
-            name = self.server_hostname
-            if name and not _is_ip(name):
-                conn.set_tlsext_host_name(name.encode("idna"))
-            _set_verify_name(conn, name)
-            bev = openssl_filter_new(bev, conn, BUFFEREVENT_SSL_CONNECTING,
-                                     BEV_OPT_CLOSE_ON_FREE)
-            bev.set_half_close(True)
+            from .ssl import openssl_socket_new
+            raw = top = openssl_socket_new(
+                self._tls(self.tls_out, None, self.server_hostname),
+                BUFFEREVENT_SSL_CONNECTING, None, BEV_OPT_CLOSE_ON_FREE, self.hub)
+            top.set_half_close(True)
+        else:
+            raw = top = SocketBufferevent(None, BEV_OPT_CLOSE_ON_FREE, self.hub)
         if self.compress is not None and self.compress_side == "up":
-            bev = self._compressed(bev)
-        return bev
+            top = self._compressed(top)
+        return raw, top
 
     def _limit(self, bev):
         if self.conn_cfg is not None:
@@ -337,8 +361,16 @@ class Tunnel:
         if self.group is not None:
             bev.add_to_rate_limit_group(self.group)
 
-    def _new_connection(self, down, peer):
-        conn = _Connection(self, down, peer)
+    def _connection_closed(self, conn):
+        if conn in self._connections:
+            self._connections.discard(conn)
+            f = self._finished
+            f["connections"] += 1
+            f["client_to_target"] += conn.c2t.bytes
+            f["target_to_client"] += conn.t2c.bytes
+
+    def _new_connection(self, transport, peer):
+        conn = _Connection(self, transport, peer)
         self._connections.add(conn)
         return conn
 
@@ -371,12 +403,15 @@ class Tunnel:
         return [c.stats() for c in list(self._connections)]
 
     def totals(self):
-        """``{"connections": n, "client_to_target": bytes, "target_to_client": bytes,
-        "group_read": bytes, "group_written": bytes}``."""
+        """Bytes relayed since the start, all connections (open and closed):
+        ``{"open": n, "closed": n, "client_to_target": bytes,
+        "target_to_client": bytes}`` plus ``"group_read"``/``"group_written"``
+        (the rate-limit group's totals) when ``rate`` is set."""
         conns = list(self._connections)
-        out = {"connections": len(conns),
-               "client_to_target": sum(c.c2t.bytes for c in conns),
-               "target_to_client": sum(c.t2c.bytes for c in conns)}
+        f = self._finished
+        out = {"open": len(conns), "closed": f["connections"],
+               "client_to_target": f["client_to_target"] + sum(c.c2t.bytes for c in conns),
+               "target_to_client": f["target_to_client"] + sum(c.t2c.bytes for c in conns)}
         if self.group is not None:
             out["group_read"], out["group_written"] = self.group.get_totals()
         return out

@@ -4,6 +4,7 @@ import socket
 import gevent
 import gevent.event
 import gevent.socket
+import gevent.ssl
 import pytest
 
 from gbufferevent import compat as C
@@ -136,3 +137,127 @@ def test_listener_and_socket_bufferevent_echo():
     C.evconnlistener_free(listener)
     assert len(served) == 1
 
+
+
+# -- the seed's "simple SSL echo server", ported line by line to compat -------
+
+def _seed_ssl_echo_server(cert, pkey, port_box, ready, stop):
+    from OpenSSL import SSL
+
+    def ssl_readcb(bev, arg):
+        in_ = C.bufferevent_get_input(bev)
+        print("Received %d bytes" % C.evbuffer_get_length(in_))
+        print("----- data ----")
+        print("%s" % C.evbuffer_pullup(in_, -1))
+        C.bufferevent_write_buffer(bev, in_)
+
+    def ssl_acceptcb(serv, sock, sa, sa_len, arg):
+        server_ctx = arg
+        client_ctx = SSL.Connection(server_ctx, None)                  # SSL_new
+        evbase = C.evconnlistener_get_base(serv)
+        bev = C.bufferevent_openssl_socket_new(evbase, sock, client_ctx,
+                                               C.BUFFEREVENT_SSL_ACCEPTING,
+                                               C.BEV_OPT_CLOSE_ON_FREE)
+        C.bufferevent_enable(bev, C.EV_READ)
+        C.bufferevent_setcb(bev, ssl_readcb, None, None, None)
+
+    def evssl_init():
+        server_ctx = SSL.Context(SSL.TLS_SERVER_METHOD)              # SSL_CTX_new
+        try:
+            server_ctx.use_certificate_chain_file(cert)
+            server_ctx.use_privatekey_file(pkey, SSL.FILETYPE_PEM)
+        except SSL.Error:
+            print("Couldn't read 'pkey' or 'cert' file.")
+            return None
+        server_ctx.set_options(SSL.OP_NO_SSLv2)
+        return server_ctx
+
+    ctx = evssl_init()
+    if ctx is None:
+        return 1
+    evbase = C.event_base_new()
+    listener = C.evconnlistener_new_bind(
+        evbase, ssl_acceptcb, ctx,
+        C.LEV_OPT_CLOSE_ON_FREE | C.LEV_OPT_REUSEABLE, 1024, ("127.0.0.1", 0))
+    port_box.append(listener.sock.getsockname()[1])
+    ready.set()
+    stop.wait()                       # event_base_loop(evbase, 0) until the test ends
+    C.evconnlistener_free(listener)
+    return 0
+
+
+def test_seed_ssl_echo_server_ported_to_compat_serves_a_real_tls_client(tmp_path):
+    import ssl as stdssl
+    from gbufferevent.ssl_context import generate_self_signed_cert
+    cert, pkey = str(tmp_path / "cert"), str(tmp_path / "pkey")
+    generate_self_signed_cert(cert, pkey)
+    port_box, ready, stop = [], gevent.event.Event(), gevent.event.Event()
+    server = gevent.spawn(_seed_ssl_echo_server, cert, pkey, port_box, ready, stop)
+    assert ready.wait(10)
+    raw = gevent.socket.create_connection(("127.0.0.1", port_box[0]), timeout=10)
+    tls = gevent.ssl.SSLContext(stdssl.PROTOCOL_TLS_CLIENT)
+    tls.load_verify_locations(cert)
+    conn = tls.wrap_socket(raw, server_hostname="localhost")
+    conn.sendall(b"hello over TLS\n")
+    got = b""
+    while len(got) < 15:
+        got += conn.recv(100)
+    assert got == b"hello over TLS\n"
+    conn.close()
+    stop.set()
+    assert server.get(timeout=10) == 0
+
+
+def test_filter_in_c_style_end_to_end():
+    """An uppercase output filter and a C-style free_context, over a pair."""
+    freed = []
+
+    def upper_filter(src, dst, dst_limit, mode, ctx):
+        n = C.evbuffer_get_length(src)
+        if dst_limit >= 0:
+            n = min(n, dst_limit)
+        if not n:
+            return C.BEV_NEED_MORE
+        C.evbuffer_add(dst, C.evbuffer_remove(src, n).upper())
+        ctx["calls"] += 1
+        return C.BEV_OK
+
+    ctx = {"calls": 0}
+    pair = C.bufferevent_pair_new(None, 0)
+    filt = C.bufferevent_filter_new(pair[0], None, upper_filter, C.BEV_OPT_CLOSE_ON_FREE,
+                                    freed.append, ctx)
+    assert C.bufferevent_get_underlying(filt) is pair[0]
+    got = []
+    C.bufferevent_setcb(pair[1], lambda bev, arg: got.append(C.bufferevent_read(bev, 100)),
+                        None, None, None)
+    C.bufferevent_enable(pair[1], C.EV_READ)
+    C.bufferevent_write(filt, b"shout this")
+    C.bufferevent_flush(filt, C.EV_WRITE, C.BEV_FINISHED)
+    C.event_base_loop(None, C.EVLOOP_NONBLOCK)
+    assert b"".join(got) == b"SHOUT THIS" and ctx["calls"] >= 1
+    C.bufferevent_free(filt)
+    assert freed == [ctx]
+    assert C.bufferevent_pair_get_partner(pair[1]) is None
+
+
+def test_rate_limit_functions_in_c_style():
+    cfg = C.ev_token_bucket_cfg_new(100, 400, 50, 200, (0, 100000))
+    assert C.ev_token_bucket_cfg_new(0, 1, 1, 1, None) is None          # rate < 1
+    assert C.ev_token_bucket_cfg_new(10, 5, 1, 1, None) is None         # rate > burst
+    a, b = C.bufferevent_pair_new(None, 0)
+    assert C.bufferevent_set_rate_limit(a, cfg) == 0
+    assert C.bufferevent_get_read_limit(a) == 100
+    assert C.bufferevent_get_write_limit(a) == 50
+    assert C.bufferevent_get_max_to_write(a) == 50
+    assert C.bufferevent_decrement_read_limit(a, 500) == 0
+    assert C.bufferevent_get_read_limit(a) == -400 and C.bufferevent_get_max_to_read(a) == 0
+    g = C.bufferevent_rate_limit_group_new(None, cfg)
+    assert C.bufferevent_add_to_rate_limit_group(b, g) == 0
+    assert C.bufferevent_rate_limit_group_get_totals(g) == (0, 0)
+    C.bufferevent_rate_limit_group_set_min_share(g, 10)
+    C.bufferevent_rate_limit_group_decrement_write(g, 20)
+    assert C.bufferevent_rate_limit_group_get_write_limit(g) <= 30
+    C.bufferevent_rate_limit_group_reset_totals(g)
+    assert C.bufferevent_remove_from_rate_limit_group(b) == 0
+    C.bufferevent_rate_limit_group_free(g)
+    C.ev_token_bucket_cfg_free(cfg)
