@@ -6,6 +6,8 @@ Sends N MiB in 16 KiB writes and prints, side by side and in one run, MB/s
 medians and ratios to plain gevent sockets for:
 
 * gbufferevent, callback layer (readcb/writecb on the hub, no greenlets),
+  with libevent's default 16 KiB steps and with 64 KiB steps
+  (``set_max_single_read/write(65536)``, the size plain gevent reads with),
 * gbufferevent, blocking layer (``sendall``/``recv`` in greenlets),
 * plain gevent sockets (``sendall``/``recv``),
 * asyncio streams (``write``+``drain`` / ``read``).
@@ -50,9 +52,16 @@ def unix_pair():
     return socket.socketpair()
 
 
-def gbev_callback(make, total):
+def gbev_callback_64k(make, total):
+    gbev_callback(make, total, step=65536)
+
+
+def gbev_callback(make, total, step=None):
     a, b = make()
     wa, rb = SocketBufferevent(a, BEV_OPT_CLOSE_ON_FREE), SocketBufferevent(b, BEV_OPT_CLOSE_ON_FREE)
+    if step:
+        rb.set_max_single_read(step)
+        wa.set_max_single_write(step)
     chunk = b"x" * CHUNK
     left = [total]
     got = [0]
@@ -194,6 +203,7 @@ def main():
     total = args.mib << 20
     contenders = [
         ("gbufferevent callbacks", gbev_callback),
+        ("gbufferevent callbacks, 64 KiB steps", gbev_callback_64k),
         ("gbufferevent blocking", gbev_blocking),
         ("plain gevent sockets", plain_gevent),
         ("asyncio streams", asyncio_streams),
