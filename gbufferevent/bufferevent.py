@@ -127,12 +127,18 @@ def _owned(method: _F) -> _F:
         if get_hub_if_exists() is self.hub:
             return method(self, *args)
         if not self.options & BEV_OPT_THREADSAFE:
-            raise RuntimeError(
-                f"{name}() called from another thread: a bufferevent belongs to the "
-                "hub that made it (create it with BEV_OPT_THREADSAFE to allow this)")
+            raise _foreign_thread_error(name)
         self.loop.run_callback_threadsafe(method, self, *args)
         return 0
     return cast(_F, wrapper)
+
+
+def _foreign_thread_error(name: str) -> RuntimeError:
+    """The error of public call *name* made from a thread that does not own
+    the bufferevent (no ``BEV_OPT_THREADSAFE``)."""
+    return RuntimeError(
+        f"{name}() called from another thread: a bufferevent belongs to the "
+        "hub that made it (create it with BEV_OPT_THREADSAFE to allow this)")
 
 
 class Bufferevent:
@@ -371,17 +377,23 @@ class Bufferevent:
         if type(data) is not bytes:
             data = _as_bytes(data)
         if get_hub_if_exists() is not self.hub:
-            return self._write_from_thread(data)
+            return self._write_from_thread(data, "write")
         if self._freed or self._closing or self._shut_wr:
             self._check_alive(writing=True)
         self.output.add(data)
         return 0
 
-    @_owned
-    def _write_from_thread(self, data):
+    def _write_from_thread(self, data: bytes, caller: str) -> int:
+        """*caller* (``write``/``write_buffer``) from another thread: hand
+        *data* to the owning hub (``BEV_OPT_THREADSAFE``) or raise."""
+        if not self.options & BEV_OPT_THREADSAFE:
+            raise _foreign_thread_error(caller)
+        self.loop.run_callback_threadsafe(self._append_in_hub, data)
+        return 0
+
+    def _append_in_hub(self, data: bytes) -> None:
         self._check_alive(writing=True)
         self.output.add(data)
-        return 0
 
     def write_buffer(self, buf: Buffer) -> int:
         """Move all of *buf* (a :class:`~gbufferevent.Buffer`) to ``output``
@@ -391,9 +403,11 @@ class Bufferevent:
         :raises BuffereventClosedError: the bufferevent was freed or closed.
         """
         if get_hub_if_exists() is not self.hub:
+            if not self.options & BEV_OPT_THREADSAFE:
+                raise _foreign_thread_error("write_buffer")   # buf keeps its bytes
             taken = Buffer()
             taken.add_buffer(buf)
-            return self._write_from_thread(taken.remove())
+            return self._write_from_thread(taken.remove(), "write_buffer")
         self._check_alive(writing=True)
         return self.output.add_buffer(buf)
 

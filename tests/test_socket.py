@@ -626,10 +626,18 @@ def test_threadsafe_option_hands_calls_to_the_hub():
     finished = gevent.event.Event()
     done.start(finished.set)
 
+    from gbufferevent import Buffer
+    kept = Buffer()
+    kept.add(b"stays here")
+
     def other_thread():
         a.write(b"from another thread")      # handed over to a's hub
         try:
             c.write(b"not allowed")
+        except RuntimeError as exc:
+            errors.append(exc)
+        try:
+            c.write_buffer(kept)
         except RuntimeError as exc:
             errors.append(exc)
         done.send()
@@ -639,6 +647,7 @@ def test_threadsafe_option_hands_calls_to_the_hub():
     assert finished.wait(10)
     t.join(10)
     assert b.readexactly(19) == b"from another thread"
-    assert errors and "another thread" in str(errors[0])
-    assert len(c.output) == 0
+    assert [str(e).split(":")[0] for e in errors] == [
+        "write() called from another thread", "write_buffer() called from another thread"]
+    assert len(c.output) == 0 and kept.pullup() == b"stays here"
     done.close()
