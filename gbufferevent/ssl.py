@@ -36,6 +36,18 @@ Semantics (libevent's, with the seed's and this project's decisions):
   *dirty shutdown*: ``ERROR|READING`` (``SSLEOFError``), or ``EOF|READING``
   with :meth:`~_TLSCore.set_allow_dirty_shutdown`.  Data received before
   either is delivered first.
+* A transport that vanishes without an event -- the filter kind's
+  underlying freed, a pair partner somewhere below freed -- is a transport
+  EOF (so a dirty shutdown unless ``close_notify`` came first); libevent's
+  TLS filter would wait forever.
+* Flushing (beyond libevent, whose TLS flush does nothing): at the end of
+  each flight or burst the filter kind flushes a layered underlying
+  (``BEV_FLUSH``), so a compressing filter below never holds TLS records
+  back; ``flush()`` encrypts the pending output as far as the transport has
+  room and the filter kind passes it on (``underlying.flush(iotype,
+  mode)``); ``BEV_FINISHED`` on ``EV_WRITE`` is our ``close_notify``
+  (once the output is encrypted), and on the filter kind then ends the
+  underlying's stream the same way.
 * :meth:`~_TLSCore.close` is a clean, bounded TLS close (libevent has none):
   pending plaintext is delivered, ``close_notify`` sent, the peer's awaited
   for at most :meth:`~_TLSCore.set_shutdown_timeout` seconds (data arriving
@@ -69,10 +81,13 @@ from .constants import (
     BUFFEREVENT_SSL_ACCEPTING, BUFFEREVENT_SSL_CONNECTING, BUFFEREVENT_SSL_OPEN,
     EV_READ, EV_WRITE, SSLState,
 )
-from .errors import SSLCertVerificationError, SSLEOFError, SSLError
+from .errors import (
+    BuffereventClosedError, SSLCertVerificationError, SSLEOFError, SSLError,
+)
 from .socket import _WOULDBLOCK, SocketBufferevent, _is_connected, _is_numeric_host
 from .ssl_context import (
-    check_hostname, client_context, load_or_generate_cert, server_context,
+    _handshake_host_check, check_hostname, client_context, load_or_generate_cert,
+    server_context,
 )
 from .ssl_errors import (
     Closure, OpenSSLErrorCode, classify, error_codes, pack_error, ssl_exception,
@@ -121,12 +136,14 @@ _verify_names: weakref.WeakKeyDictionary[SSL.Connection, str] = \
 def set_verify_name(ssl: SSL.Connection, name: Optional[str]) -> None:
     """Have TLS bufferevents check the peer certificate of *ssl* against *name*.
 
-    OpenSSL's ``SSL_set1_host``, which pyOpenSSL does not offer: once a TLS
-    bufferevent made with this Connection finishes its handshake, and if the
+    OpenSSL's ``SSL_set1_host``, which pyOpenSSL does not offer: if the
     Connection verifies its peer (``VERIFY_PEER``), the certificate must be
     valid for *name* (a DNS name, wildcards per RFC 6125, or an IP literal),
     else the handshake fails with ``SSLCertVerificationError`` (an ERROR
-    event).  ``server_hostname=`` and ``connect_hostname()`` do the same.
+    event).  OpenSSL checks the name during the handshake, so the checking
+    side sends an alert and the peer's handshake fails as well (an ERROR
+    there too); the name is checked once more when the handshake is done.
+    ``server_hostname=`` and ``connect_hostname()`` do the same.
 
     :param ssl: an ``OpenSSL.SSL.Connection``.
     :param name: str, or None to check no name.
@@ -140,6 +157,7 @@ def set_verify_name(ssl: SSL.Connection, name: Optional[str]) -> None:
         _verify_names[ssl] = name
     else:
         raise TypeError("name must be a non-empty str or None")
+    _handshake_host_check(ssl, name)
 
 
 def _check_connection(ssl: SSL.Connection) -> SSL.Connection:
@@ -184,6 +202,8 @@ class _TLSCore(_TLSBase):
             raise TypeError("server_hostname must be a str or None")
         self._hostname = server_hostname if server_hostname is not None \
             else _verify_names.get(ssl)
+        if self._hostname and state != BUFFEREVENT_SSL_OPEN:
+            _handshake_host_check(ssl, self._hostname)
         if state == BUFFEREVENT_SSL_CONNECTING:
             ssl.set_connect_state()
             if server_hostname and not _is_numeric_host(server_hostname):
@@ -209,6 +229,7 @@ class _TLSCore(_TLSBase):
         self._close_mark = 0
         self._wire_out = 0
         self._failing = False
+        self._finish_below = False  # flush(BEV_FINISHED): end the transport too
 
     # ------------------------------------------------------------------
     # Public API
@@ -297,8 +318,11 @@ class _TLSCore(_TLSBase):
 
         Data keeps flowing meanwhile; when the new handshake is done this
         side gets a second ``BEV_EVENT_CONNECTED``.  A server refuses
-        client-initiated renegotiation by default (OpenSSL 3), which the
-        client sees as an ERROR.
+        client-initiated renegotiation by default (OpenSSL 3) with a
+        ``no_renegotiation`` warning, which the client's OpenSSL takes as
+        fatal: it answers with a ``handshake_failure`` alert, so both ends
+        get ``ERROR|READING`` (unless the server's context has
+        ``SSL_OP_ALLOW_CLIENT_RENEGOTIATION``, 0x100).
 
         :returns: 0 once started; -1 if it cannot be: TLS 1.3 has no
             renegotiation, or one is already pending.  The reason is then
@@ -704,10 +728,43 @@ class _TLSCore(_TLSBase):
         self._trigger_event(BEV_EVENT_TIMEOUT)
 
     def _be_flush(self, iotype, mode):
-        # libevent's SSL flush does nothing; BEV_FINISHED on the write side
-        # sends close_notify once the output is encrypted (like a FIN).
-        if mode == BEV_FINISHED and iotype & EV_WRITE and not self._shut_wr:
-            self.shutdown(_socket.SHUT_WR)
+        """``bufferevent_flush`` on TLS (libevent's does nothing).
+
+        ``EV_WRITE``: the pending plaintext is encrypted now, as far as the
+        handshake and the rate limits allow, and the transport is asked to
+        push it on; ``BEV_FINISHED`` then ends our stream with
+        ``close_notify`` (once the output is encrypted, as a FIN follows the
+        data).  The filter kind passes the flush down (``EV_READ`` too): see
+        :meth:`_flush_below`.  Returns 1 if bytes were encrypted or the
+        transport flushed some, 0 if not, -1 if the TLS connection or the
+        underlying is gone.
+        """
+        if self._dead:
+            return -1
+        moved = 0
+        if iotype & EV_WRITE:
+            moved = self._encrypt_now()
+            if self._freed:
+                return 1 if moved else -1
+            if mode == BEV_FINISHED:
+                self._finish_below = True
+                if not self._shut_wr:
+                    self.shutdown(_socket.SHUT_WR)
+        if self._freed:
+            return 1 if moved else -1
+        below = self._flush_below(iotype, mode)
+        if below < 0:
+            return -1
+        return 1 if moved or below else 0
+
+    def _encrypt_now(self):
+        """Kind hook: encrypt what the transport has room for now, as one
+        ordinary write pass would (backpressure holds); the plaintext bytes
+        taken."""
+        return 0
+
+    def _flush_below(self, iotype, mode):
+        """Kind hook: pass a flush to the transport; its result (-1/0/1)."""
         return 0
 
     def _be_shutdown_write(self):
@@ -797,6 +854,8 @@ class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
         """
         if self._hostname is None and isinstance(host, str):
             self._hostname = host
+            if self._hs:
+                _handshake_host_check(self._ssl, host)
             if self._hs and self._state == BUFFEREVENT_SSL_CONNECTING \
                     and not _is_numeric_host(host):
                 self._ssl.set_tlsext_host_name(host.encode("idna"))
@@ -931,10 +990,14 @@ class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
         if self._connecting:
             self._finish_connect()
             return
-        wq = self._wq
         if self._write_allowance() <= 0:
             self._ww.stop()          # resumed by _update_io when allowed again
             return
+        self._write_pass()
+
+    def _write_pass(self):
+        """One bounded pass of encrypting and sending; the plaintext bytes taken."""
+        wq = self._wq
         batch = self._batch(self._max_write)
         moved = sent = 0
         self._in_writable = True
@@ -951,6 +1014,15 @@ class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
             self._wrote()
         if not self._freed:
             self._update_io()
+        return moved
+
+    def _encrypt_now(self):
+        # flush(): the pass the write callback would make, if the socket is
+        # up and we are not inside that callback already.
+        if self._raw is None or self._connecting or self._in_writable \
+                or self._write_allowance() <= 0:
+            return 0
+        return self._write_pass()
 
     def _write_timeout_wanted(self):
         if self._hs:
@@ -973,6 +1045,25 @@ class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
         super()._be_free()
 
 
+class _StackWatch:
+    """Sits in the writer lists of every layer below a TLS filter (with a
+    threshold no write progress reaches).  Those lists are woken as a whole
+    when a layer is freed, unlinked from its pair partner or reports an
+    event; the TLS filter then checks whether its transport vanished."""
+
+    __slots__ = ("bev",)
+
+    def __init__(self, bev: SSLFilterBufferevent) -> None:
+        self.bev = bev
+
+    def switch(self, _value: Any = None) -> None:
+        bev = self.bev
+        if not bev._freed and bev._under is not None:
+            bev._poll_transport()
+            if not bev._freed:
+                bev._watch_stack(True)
+
+
 class SSLFilterBufferevent(_TLSCore, Bufferevent):
     """TLS over another bufferevent (``bufferevent_openssl_filter_new``).
 
@@ -992,9 +1083,12 @@ class SSLFilterBufferevent(_TLSCore, Bufferevent):
         self._pull_pending = self._push_pending = False
         super().__init__(options, underlying.hub)
         self._under = underlying
+        self._watch = (_StackWatch(self), -1)
+        self._vanished = False
         underlying.setcb(self._u_read, self._u_write, self._u_event)
         underlying.setwatermark(EV_READ, 0, 0)
         underlying.enable(EV_READ | EV_WRITE)
+        self._watch_stack(True)
         self._kick_handshake()
         self._update_io()
 
@@ -1011,13 +1105,67 @@ class SSLFilterBufferevent(_TLSCore, Bufferevent):
         once the underlying is gone."""
         return self._under.setfd(fd) if self._under is not None else -1
 
+    # -- a transport that vanishes silently ----------------------------------
+
+    def _watch_stack(self, on):
+        """Put our watch into (on) or take it out of the writer lists of
+        every layer below."""
+        lvl = self._under
+        watch = self._watch
+        while lvl is not None and not lvl._freed:
+            present = watch in lvl._writers
+            if on and not present:
+                lvl._writers.append(watch)
+            elif not on and present:
+                lvl._writers.remove(watch)
+            lvl = lvl.get_underlying()
+
+    def _stack_gone(self, u):
+        """True if *u* can deliver nothing more (freed, closed, its pair
+        partner freed, its own stack gone); an error of *u* is not "gone":
+        its event reaches us through :meth:`_u_event`."""
+        if u._freed or u._closing:
+            return True
+        lower = getattr(u, "_finish_if_stack_gone", None)
+        if lower is not None:
+            lower()                  # a filter below releases what it holds
+            if u._freed:
+                return True
+        try:
+            return bool(u._read_ready())
+        except BuffereventClosedError:
+            return True
+        except OSError:
+            return False
+
+    def _poll_transport(self):
+        # Beyond libevent (whose unlinked pair members and freed underlyings
+        # say nothing): a transport that can deliver no more is a transport
+        # EOF -- without close_notify a dirty shutdown (ERROR, or EOF with
+        # set_allow_dirty_shutdown), so blocked calls never hang.
+        u = self._under
+        if u is None or self._freed or self._vanished or self._tls_ended \
+                or not self._stack_gone(u):
+            return
+        self._vanished = True
+        if not u._freed:
+            self._pull(everything=True)
+        if not self._freed:
+            self._transport_eof()
+
+    def _no_transport(self):
+        u = self._under
+        if u is None or u._freed or self._tls_ended:
+            return None
+        return u._no_transport()     # e.g. a socket bufferevent with no socket yet
+
     # -- transport ------------------------------------------------------
 
     def _update_io(self):
         if self._rtimeout or self._wtimeout:
             self._adj_timeouts()
         u = self._under
-        if u is None or self._freed:
+        if u is None or self._freed or u._freed:
             return
         if self._wants_input():
             u._unsuspend_read(SUSPEND_FILTER)
@@ -1039,12 +1187,56 @@ class SSLFilterBufferevent(_TLSCore, Bufferevent):
         self._note_write()
 
     def _tx_flush(self):
-        # An underlying that holds bytes back (a compressing filter) must
-        # let a handshake flight or the end of a burst through; for a socket
-        # this is a no-op, for a pair a forced transfer.
+        # A layered underlying (a filter, TLS) may hold bytes after they
+        # left its output -- a compressor has already taken the ciphertext
+        # in -- so a handshake flight, an alert or the end of a burst must be
+        # flushed through it, whether its output is empty or not (on an
+        # idle filter a cheap call).  A bottom transport (socket, pair)
+        # moves its output on its own as fast as the peer takes it; a flush
+        # there would only force a pair transfer past the receiver's
+        # backpressure.
         u = self._under
-        if u is not None and not u._freed and u.output._len:
+        if u is not None and not u._freed and u.get_underlying() is not None:
             u.flush(EV_WRITE, BEV_FLUSH)
+
+    def _flush_below(self, iotype, mode):
+        # flush() passes down: EV_READ first (what the transport holds is
+        # decrypted, past the read gates, as a flush forces), then EV_WRITE
+        # with the same mode; BEV_FINISHED ends the underlying's stream only
+        # once our close_notify is in it.
+        u = self._under
+        if u is None or u._freed:
+            return -1
+        res = 0
+        if iotype & EV_READ:
+            res = u.flush(EV_READ, mode)
+            n = len(self.input)
+            self._pull(everything=True)
+            if len(self.input) != n and res >= 0:
+                res = 1
+        if iotype & EV_WRITE and not self._freed and self._under is not None:
+            if mode != BEV_FINISHED:
+                w = u.flush(EV_WRITE, mode)
+            elif self._finish_below and self._cn_sent:
+                w = self._end_below()
+            else:
+                w = 0                # passed down already, or by _send_close_notify
+            res = -1 if w < 0 or res < 0 else max(res, w)
+        return res
+
+    def _end_below(self):
+        """flush(BEV_FINISHED): our close_notify is in the underlying's
+        output; now end its stream the same way."""
+        self._finish_below = False
+        u = self._under
+        if u is None or u._freed:
+            return -1
+        return u.flush(EV_WRITE, BEV_FINISHED)
+
+    def _send_close_notify(self):
+        super()._send_close_notify()
+        if self._finish_below and self._cn_sent and not self._freed:
+            self._end_below()
 
     def _u_read(self, u, _arg):
         self._pull()
@@ -1086,21 +1278,27 @@ class SSLFilterBufferevent(_TLSCore, Bufferevent):
                 return
 
     def _push(self):
-        """Encrypt output into the underlying's output, a window at a time."""
+        """Encrypt output into the underlying's output, a window at a time;
+        the plaintext bytes taken."""
         self._push_pending = False
         u = self._under
-        if u is None or self._freed:
-            return
+        if u is None or self._freed or u._freed:
+            return 0
         window = u._wr_hi or max(FILTER_WINDOW, _BATCH * u.get_max_single_write())
         moved = self._encrypt_some(lambda m: m < window and len(u.output) < window)
         if moved:
             self._wrote()
         if not self._freed and self._under is not None and len(u.output) < window:
             self._update_io()        # more to encrypt: go on in a later pass
+        return moved
+
+    def _encrypt_now(self):
+        return self._push()          # flush(): one window now
 
     def _finish_close(self):
         if self._freed:
             return
+        self._watch_stack(False)
         u = self._under
         self._under = None
         if u is not None and not u._freed:
@@ -1112,6 +1310,7 @@ class SSLFilterBufferevent(_TLSCore, Bufferevent):
 
     def _be_free(self):
         self._tls_free()
+        self._watch_stack(False)
         u = self._under
         self._under = None
         if u is None or u._freed:

@@ -266,6 +266,44 @@ def _dns_match(pattern: str, host: str) -> bool:
     return bool(head) and rest == pattern[2:] and "." in rest
 
 
+def _handshake_host_check(conn: SSL.Connection, host: Optional[str]) -> bool:
+    """Have OpenSSL check the peer certificate of *conn* against *host*
+    during the handshake (``SSL_set1_host``; ``X509_VERIFY_PARAM_set1_ip``
+    for an IP literal), so a mismatch fails the handshake like any other
+    verification failure: the checking side sends an alert and the peer's
+    handshake fails too.  Only enforced with ``VERIFY_PEER``, as OpenSSL
+    does.  Wildcards only as the whole left-most label (RFC 6125), like
+    :func:`check_hostname`.  None clears the name.
+
+    pyOpenSSL has no call for it; this reaches the ``SSL`` pointer through
+    the OpenSSL bindings pyOpenSSL itself uses.  Returns False where they do
+    not offer it (callers then check with :func:`check_hostname` after the
+    handshake), True once set.
+    """
+    try:
+        from OpenSSL._util import ffi, lib
+        param = lib.SSL_get0_param(conn._ssl)
+        set_host, set_ip = lib.X509_VERIFY_PARAM_set1_host, lib.X509_VERIFY_PARAM_set1_ip
+        set_flags = lib.X509_VERIFY_PARAM_set_hostflags
+        no_partial = lib.X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS
+    except (ImportError, AttributeError):
+        return False
+    ip = None
+    if host is not None:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            pass
+    name = ffi.NULL if ip is not None or host is None else host.rstrip(".").encode("idna")
+    ok = set_host(param, name, 0) == 1
+    if ip is not None:
+        ok = ok and set_ip(param, ip.packed, len(ip.packed)) == 1
+    else:
+        ok = ok and set_ip(param, ffi.NULL, 0) == 1
+    set_flags(param, no_partial)
+    return ok
+
+
 def check_hostname(cert: Any, host: str) -> bool:
     """True if certificate *cert* is valid for *host* (RFC 6125).
 
