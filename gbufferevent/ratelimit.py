@@ -273,28 +273,33 @@ def effective_min_share(configured: int, cfg: TokenBucketConfig) -> int:
 def member_share(level: int, members: int, min_share: int) -> int:
     """Bytes one member may move in one step from a group bucket at *level*.
 
-    *level* // *members*, raised to *min_share*; 0 when *level* <= 0
-    (``bufferevent_get_rlim_max_``).
+    *level* // *members*, raised to *min_share*, and never below 1 byte
+    while *level* > 0 (so a *min_share* of 0, which only disables the
+    floor, cannot round every member's share down to 0 and starve the
+    group); 0 when *level* <= 0 (``bufferevent_get_rlim_max_``).
     """
     if level <= 0:
         return 0
     share = level // members if members > 1 else level
-    return share if share >= min_share else min_share
+    floor = min_share if min_share > 0 else 1
+    return share if share >= floor else floor
 
 
 def wake_count(level: int, members: int, min_share: int) -> Optional[int]:
     """How many waiting members a group may wake with *level* bytes in its bucket.
 
     None means all of them: the bucket gives each of the *members* at least
-    *min_share*.  Otherwise *level* // *min_share* (at least 1 while the level
-    is positive, 0 when it is not): that many members get min-share-sized
-    steps this tick and the others wait.
+    *min_share* (at least 1 byte: a *min_share* of 0 counts as 1).  Otherwise
+    *level* // *min_share* (at least 1 while the level is positive, 0 when it
+    is not): that many members get min-share-sized steps this tick and the
+    others wait.
     """
     if level <= 0:
         return 0
-    if not min_share or level >= members * min_share:
+    floor = min_share if min_share > 0 else 1
+    if level >= members * floor:
         return None
-    return max(1, level // min_share)
+    return max(1, level // floor)
 
 
 class ShuffledRounds:

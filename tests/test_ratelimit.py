@@ -546,6 +546,37 @@ def test_min_share_subsets_take_turns_so_no_member_starves(keep):
     assert min(counts) >= max(counts) / 3
 
 
+def test_min_share_0_with_fewer_bytes_than_members_still_delivers_the_rate(keep):
+    """set_min_share(0) only disables the floor: with 5 bytes a tick for 10
+    members the share is 1 byte (not 5 // 10 = 0), a random 5 are woken each
+    tick, and the group moves its 5 bytes per tick with nobody starving."""
+    g = keep(RateLimitGroup(TokenBucketConfig(5, 5, 5, 5, tick_len=0.02)))
+    g.set_min_share(0)
+    n, target = 10, 200                                       # 40 ticks' worth
+    counts = [0] * n
+    enough = gevent.event.Event()
+
+    def readcb(bev, i):
+        counts[i] += len(bev.read())
+        if sum(counts) >= target:
+            enough.set()
+
+    made = [keep(*pair_new()) for _ in range(n)]
+    for a, _ in made:
+        g.add(a)
+    assert {a.get_max_to_write() for a, _ in made} == {1}    # 5 // 10 raised to 1 byte
+    for i, (a, b) in enumerate(made):
+        b.setcb(readcb, None, None, i)
+        b.enable(EV_READ)
+        a.write(b"x" * 100)
+    t0 = time.monotonic()
+    assert enough.wait(5), f"only {sum(counts)} bytes moved: the group starved"
+    elapsed = time.monotonic() - t0
+    assert elapsed >= 0.5                                     # still throttled (~0.8 s)
+    assert min(counts) > 0, f"{counts.count(0)} members starved"
+    assert g.get_totals()[1] == sum(counts)
+
+
 # -- the scheduler ---------------------------------------------------------------
 
 def test_scheduler_runs_one_timer_per_tick_length_and_none_when_idle(keep):

@@ -162,6 +162,8 @@ def test_member_share():
     assert member_share(50, 1, 64) == 64
     assert member_share(0, 30, 64) == 0
     assert member_share(-10, 30, 64) == 0
+    assert member_share(5, 10, 0) == 1                       # min share 0: still 1 byte
+    assert member_share(0, 10, 0) == 0
 
 
 def test_wake_count():
@@ -170,6 +172,8 @@ def test_wake_count():
     assert wake_count(10, 30, 64) == 1
     assert wake_count(0, 30, 64) == 0
     assert wake_count(1000, 30, 0) is None
+    assert wake_count(5, 10, 0) == 5                         # five 1-byte steps this tick
+    assert wake_count(10, 10, 0) is None
 
 
 def test_random_rotation_keeps_order_and_varies_start():
