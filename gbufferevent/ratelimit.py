@@ -36,15 +36,18 @@ that has tokens costs nothing extra, and a tick touches only what waits.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
 import random
 import weakref
 from typing import (
-    Any, Collection, Dict, Hashable, List, Optional, Protocol, Tuple, TypeVar,
+    Any, Callable, Collection, Dict, Hashable, List, Optional, Protocol, Tuple, TypeVar,
+    cast,
 )
 
+from gevent._hub_local import get_hub_if_exists
 from gevent.hub import get_hub
 
 from .bufferevent import SUSPEND_BW, SUSPEND_BW_GROUP, Bufferevent
@@ -68,6 +71,7 @@ _MAX_TICK_SECONDS = 2147483
 _SLACK = 0.0002
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=Hashable)
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class TickClient(Protocol):
@@ -652,6 +656,30 @@ class _Direction:
         self.share_tick = None
 
 
+def _group_call(live: bool = True) -> Callable[[_F], _F]:
+    """Guard a :class:`RateLimitGroup` method: the group belongs to its hub.
+
+    Called from another thread it raises ``RuntimeError`` (as a bufferevent
+    without ``BEV_OPT_THREADSAFE`` does: it would arm timers of a hub that
+    runs elsewhere); with *live*, calling it on a freed group raises
+    ``RuntimeError`` too.
+    """
+    def deco(method: _F) -> _F:
+        name = method.__name__
+
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any) -> Any:
+            if get_hub_if_exists() is not self.hub:
+                raise RuntimeError(
+                    f"{name}() called from another thread: a rate-limit group "
+                    "belongs to the hub that made it")
+            if live and self._freed:
+                raise RuntimeError(f"{name}() on a freed rate-limit group")
+            return method(self, *args)
+        return cast(_F, wrapper)
+    return deco
+
+
 class RateLimitGroup:
     """Bufferevents sharing one pair of token buckets (``bufferevent_rate_limit_group_new``).
 
@@ -670,6 +698,14 @@ class RateLimitGroup:
     later tick, in shuffled rounds so that no member starves.  A member with
     its own limit too gets the lower of the two.  The bucket starts with one
     tick's worth (the rates).
+
+    A group belongs to its hub, as a bufferevent does: its methods that
+    change it (:meth:`set_cfg`, :meth:`set_min_share`, :meth:`add`,
+    :meth:`remove`, :meth:`reset_totals`, :meth:`decrement_read`,
+    :meth:`decrement_write`, :meth:`free`) raise ``RuntimeError`` when
+    called from another thread.  After :meth:`free` the getters still
+    answer, and every one of those methods but :meth:`free` raises
+    ``RuntimeError`` (use after free).
     """
 
     def __init__(self, cfg: TokenBucketConfig, hub: Optional[Hub] = None) -> None:
@@ -703,11 +739,13 @@ class RateLimitGroup:
 
     # -- configuration ----------------------------------------------------
 
+    @_group_call()
     def set_cfg(self, cfg: TokenBucketConfig) -> int:
         """Use *cfg* from now on (``bufferevent_rate_limit_group_set_cfg``).
 
         The buckets keep their levels, clipped to the new bursts; the min share
-        is recomputed.  :raises TypeError: not a TokenBucketConfig.  Returns 0.
+        is recomputed.  :raises TypeError: not a TokenBucketConfig.
+        :raises RuntimeError: another thread, or the group was freed.  Returns 0.
         """
         _check_cfg(cfg)
         self._sched.rebase(self._bucket, self._cfg, cfg, self)
@@ -716,13 +754,18 @@ class RateLimitGroup:
         self._changed()
         return 0
 
+    @_group_call()
     def set_min_share(self, share: int) -> int:
         """Set the smallest step a member gets, bytes
         (``bufferevent_rate_limit_group_set_min_share``).
 
-        Default 64; 0 disables it.  The share applied is never above the
-        config's rates.  :raises TypeError: not an int.  :raises ValueError:
-        negative or above ``EV_SSIZE_MAX``.  Returns 0.
+        Default 64; 0 disables the floor, but a member's step is still at
+        least 1 byte while the group bucket is positive (with fewer bytes
+        than members, a random subset moves 1 byte each tick, in rounds).
+        The share applied is never above the config's rates.
+        :raises TypeError: not an int.  :raises ValueError: negative or above
+        ``EV_SSIZE_MAX``.  :raises RuntimeError: another thread, or the group
+        was freed.  Returns 0.
         """
         self._min_share_cfg = _check_int(share, "share", 0, EV_SSIZE_MAX)
         self._min_share = effective_min_share(self._min_share_cfg, self._cfg)
@@ -738,6 +781,7 @@ class RateLimitGroup:
 
     # -- membership -------------------------------------------------------
 
+    @_group_call()
     def add(self, bev: Bufferevent) -> int:
         """Make *bev* a member (``bufferevent_add_to_rate_limit_group``).
 
@@ -746,13 +790,12 @@ class RateLimitGroup:
         suspends it at once.
         :raises TypeError: not a Bufferevent.  :raises ValueError: *bev* runs
             on another hub.  :raises RuntimeError: the group was freed, or
-            *bev* was (``BuffereventClosedError``).
+            *bev* was (``BuffereventClosedError``), or called from another
+            thread.
         :returns: 0.
         """
         if not isinstance(bev, Bufferevent):
             raise TypeError(f"bev must be a Bufferevent, not {type(bev).__name__}")
-        if self._freed:
-            raise RuntimeError("the rate-limit group was freed")
         bev._check_alive()
         if bev.hub is not self.hub:
             raise ValueError("bev runs on another hub than the rate-limit group")
@@ -771,11 +814,13 @@ class RateLimitGroup:
                 _unsuspend(bev, d.reading, SUSPEND_BW_GROUP)
         return 0
 
+    @_group_call()
     def remove(self, bev: Bufferevent) -> int:
         """Take *bev* out of the group, lifting the group's hold on it
         (``bufferevent_remove_from_rate_limit_group``).
 
-        :raises ValueError: *bev* is not a member.  Returns 0.
+        :raises ValueError: *bev* is not a member.  :raises RuntimeError:
+            another thread, or the group was freed.  Returns 0.
         """
         if bev not in self._members:
             raise ValueError("bev is not a member of this rate-limit group")
@@ -793,11 +838,14 @@ class RateLimitGroup:
             bev._unsuspend_read(SUSPEND_BW_GROUP)
             bev._unsuspend_write(SUSPEND_BW_GROUP)
 
+    @_group_call(live=False)
     def free(self) -> None:
         """Release the group; its members leave it and are no longer held back
         by it (``bufferevent_rate_limit_group_free``, as the spec says).
 
-        Totals stay readable; :meth:`add` raises afterwards.  Idempotent.
+        Totals and levels stay readable; the methods that change a group
+        raise ``RuntimeError`` afterwards.  Idempotent.
+        :raises RuntimeError: called from another thread.
         """
         if self._freed:
             return
@@ -832,26 +880,36 @@ class RateLimitGroup:
         """
         return self._dirs[0].total, self._dirs[1].total
 
+    @_group_call()
     def reset_totals(self) -> None:
-        """Set both totals to 0 (``bufferevent_rate_limit_group_reset_totals``)."""
+        """Set both totals to 0 (``bufferevent_rate_limit_group_reset_totals``).
+
+        :raises RuntimeError: another thread, or the group was freed.
+        """
         for d in self._dirs:
             d.total = 0
 
+    @_group_call()
     def decrement_read(self, decr: int) -> int:
         """Take *decr* bytes from the read bucket; negative adds
         (``bufferevent_rate_limit_group_decrement_read``).
 
         Going to 0 or below holds every member's reading until a refill; going
         back above 0 resumes them at once.  Totals are not touched.
-        :raises TypeError: not an int.  Returns 0.
+        :raises TypeError: not an int.  :raises ValueError: beyond
+            +-``EV_SSIZE_MAX``.  :raises RuntimeError: another thread, or the
+            group was freed.  Returns 0.
         """
         return self._decrement(True, decr)
 
+    @_group_call()
     def decrement_write(self, decr: int) -> int:
         """Take *decr* bytes from the write bucket; negative adds
         (``bufferevent_rate_limit_group_decrement_write``; see :meth:`decrement_read`).
 
-        :raises TypeError: not an int.  Returns 0.
+        :raises TypeError: not an int.  :raises ValueError: beyond
+            +-``EV_SSIZE_MAX``.  :raises RuntimeError: another thread, or the
+            group was freed.  Returns 0.
         """
         return self._decrement(False, decr)
 

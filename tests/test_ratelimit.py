@@ -630,3 +630,75 @@ def test_limit_calls_from_another_thread_follow_threadsafe(keep):
         assert c.get_token_bucket_cfg() is None
     finally:
         done.close()
+
+
+def test_group_calls_from_another_thread_raise_like_a_bufferevents():
+    """A group belongs to its hub: its mutators raise RuntimeError from another
+    thread (they would arm this hub's timers from there) and change nothing."""
+    import threading
+    g = RateLimitGroup(cfg(1000))
+    a, b = pair_new()
+    other = cfg(50)
+    calls = {
+        "add": lambda: g.add(a), "remove": lambda: g.remove(a),
+        "set_cfg": lambda: g.set_cfg(other), "set_min_share": lambda: g.set_min_share(0),
+        "decrement_read": lambda: g.decrement_read(10 ** 6),
+        "decrement_write": lambda: g.decrement_write(10 ** 6),
+        "reset_totals": g.reset_totals, "free": g.free,
+    }
+    errors = {}
+    done = gevent.get_hub().loop.async_()
+    finished = gevent.event.Event()
+    done.start(finished.set)
+    sched = TokenScheduler.for_hub()
+    timers = sched.active_timers()
+
+    def other_thread():
+        for name, call in calls.items():
+            try:
+                call()
+            except RuntimeError as exc:
+                errors[name] = str(exc)
+        done.send()
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    try:
+        assert finished.wait(10)
+        t.join(10)
+        assert set(errors) == set(calls)
+        assert all("another thread" in msg for msg in errors.values())
+        assert len(g) == 0 and a not in g and g.cfg.read_rate == 1000
+        assert (g.get_read_limit(), g.get_write_limit()) == (1000, 1000)
+        assert g.get_min_share() == 64 and sched.active_timers() == timers
+        assert g.add(a) == 0                          # fine on its own hub
+        g.free()
+    finally:
+        done.close()
+        a.free()
+        b.free()
+
+
+def test_a_freed_group_raises_on_every_change_and_stays_readable():
+    g = RateLimitGroup(cfg(1000))
+    a, b = pair_new()
+    g.add(a)
+    g.free()
+    sched = TokenScheduler.for_hub()
+    timers = sched.active_timers()
+    for name, call in {
+        "add": lambda: g.add(a), "remove": lambda: g.remove(a),
+        "set_cfg": lambda: g.set_cfg(cfg(50)), "set_min_share": lambda: g.set_min_share(0),
+        "decrement_read": lambda: g.decrement_read(10 ** 6),
+        "decrement_write": lambda: g.decrement_write(10 ** 6),
+        "reset_totals": g.reset_totals,
+    }.items():
+        with pytest.raises(RuntimeError, match="freed"):
+            call()
+    assert sched.active_timers() == timers           # no timer armed for a freed group
+    assert (g.get_read_limit(), g.get_write_limit()) == (1000, 1000)
+    assert g.get_totals() == (0, 0) and len(g) == 0 and g.cfg.read_rate == 1000
+    assert a not in g and a.get_max_to_write() == 16384    # unthrottled
+    g.free()                                         # idempotent
+    a.free()
+    b.free()
