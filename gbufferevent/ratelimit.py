@@ -4,9 +4,9 @@ Three layers, from plain arithmetic to the hub:
 
 * **Pure logic**, testable without a hub: :class:`TokenBucketConfig`
   (``ev_token_bucket_cfg``), :class:`TokenBucket` (``ev_token_bucket``),
-  :func:`tick_of`, :func:`effective_min_share`, :func:`member_share`,
-  :func:`wake_count` and :class:`ShuffledRounds` (which waiting group members
-  a tick wakes).
+  :func:`tick_of`, :func:`next_tick_delay`, :func:`effective_min_share`,
+  :func:`member_share`, :func:`wake_count` and :class:`ShuffledRounds` (which
+  waiting group members a tick wakes).
 * **The token scheduler** (:class:`TokenScheduler`): one per hub.  A limit
   registers with it only while something waits for tokens; at each tick
   boundary it refills what waits and lifts the suspensions that can go.  It
@@ -57,7 +57,7 @@ from ._typing import Hub
 __all__ = [
     "TokenBucketConfig", "TokenBucket", "RateLimitGroup", "TokenScheduler",
     "ShuffledRounds", "DEFAULT_MIN_SHARE", "tick_of", "effective_min_share",
-    "member_share", "wake_count",
+    "member_share", "wake_count", "next_tick_delay", "TICK_SLACK",
 ]
 
 log = logging.getLogger("gbufferevent")
@@ -67,8 +67,11 @@ DEFAULT_MIN_SHARE = 64
 #: libevent rejects a tick of more than INT_MAX / 1000 seconds.
 _MAX_TICK_SECONDS = 2147483
 #: Seconds a scheduler timer fires after the tick boundary, so that
-#: floor(now / tick) has certainly moved on when it runs.
-_SLACK = 0.0002
+#: floor(now / tick) has certainly moved on when it runs: 5 us is about 20
+#: ulps of an epoch-scale ``loop.now()``.  Keep it tiny: libev's epoll backend
+#: rounds every wait *up* to whole milliseconds, so a delay of 1 ms + 0.2 ms
+#: sleeps 2 ms and, at 1 ms ticks, loses a tick (it made 1 B/ms run 29% slow).
+TICK_SLACK = 0.000005
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=Hashable)
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -215,6 +218,17 @@ def tick_of(now: float, tick_ms: int) -> int:
     ``loop.now()``), not to when a limit was set (``ev_token_bucket_get_tick_``).
     """
     return int(now * 1000.0) // tick_ms
+
+
+def next_tick_delay(now: float, tick_ms: int) -> float:
+    """Seconds from loop time *now* to just after the next tick boundary:
+    the remaining part of the current tick plus :data:`TICK_SLACK` (5 us), so
+    a timer with this delay runs in the next tick, and never more than one
+    tick + 5 us after *now*.
+    """
+    now_ms = now * 1000.0
+    due = (int(now_ms) // tick_ms + 1) * tick_ms
+    return (due - now_ms) / 1000.0 + TICK_SLACK
 
 
 class TokenBucket:
@@ -447,9 +461,7 @@ class TokenScheduler:
         return sum(len(w.clients) for w in self._wheels.values())
 
     def _arm(self, wheel):
-        now_ms = self.loop.now() * 1000.0
-        due = (int(now_ms) // wheel.tick_ms + 1) * wheel.tick_ms
-        timer = self.loop.timer((due - now_ms) / 1000.0 + _SLACK)
+        timer = self.loop.timer(next_tick_delay(self.loop.now(), wheel.tick_ms))
         wheel.timer = timer
         timer.start(self._fire, wheel)
 

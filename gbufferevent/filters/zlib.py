@@ -16,14 +16,15 @@ BEV_FINISHED    ``flush(Z_FINISH)``: end of    inflate everything; a stream
 
 ``wbits`` is as in :mod:`zlib`: 9..15 for a zlib stream, -9..-15 for raw
 deflate, 25..31 for gzip (decompressors also take 0, 8 and 40..47 for
-"automatic").  A filter that fails returns ``BEV_ERROR`` and leaves the reason
-in its ``error`` attribute (the filter bufferevent puts it in the
-:class:`~gbufferevent.FilterError` it reports).
+"automatic").  A filter that fails returns ``BEV_ERROR`` (and again on every
+later call) and leaves the reason in its ``error`` attribute (the filter
+bufferevent puts it in the :class:`~gbufferevent.FilterError` it reports);
+the decompressor first adds what it inflated before the break.
 """
 from __future__ import annotations
 
 import zlib
-from typing import Any, Container, Dict, Optional, Tuple
+from typing import Any, Container, Dict, List, Optional, Tuple
 
 from ..buffer import Buffer, _check_size
 from ..constants import (
@@ -223,7 +224,7 @@ def _salvage(d: Any, data: bytes, cap: int) -> Tuple[Any, bytes, int, bool]:
     pieces it tries (O(log n) calls).  Returns ``(decompressor after that
     prefix, output, bytes of data used, hit)``; *hit* is True when it stopped
     at the bad byte (False: the output cap came first)."""
-    out = []
+    out: List[bytes] = []
     n_out = pos = 0
     size = max(1, len(data) // 2)
     while pos < len(data) and n_out < cap and not d.eof:
@@ -280,7 +281,9 @@ def zlib_decompress_filter(wbits: int = 15, max_output: Optional[int] = None
     could not be inflated yet stays in the source and is taken on the next
     call, so 1 KiB that inflates to 1 MiB arrives whole.  Corrupt input, data
     after the end of the stream, and a stream cut short by ``BEV_FINISHED``
-    (EOF) are ``BEV_ERROR``.  libevent's counterpart is the
+    (EOF) are ``BEV_ERROR``; what inflated before the break (up to
+    *max_output*) is added to the destination first, so the user gets the
+    good bytes, then the error.  libevent's counterpart is the
     ``zlib_input_filter`` of its ``test/regress_zlib.c``.
     """
     return ZlibDecompressFilter(wbits, max_output)
