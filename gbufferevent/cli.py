@@ -49,7 +49,7 @@ def _echo_handler(bev, address):
             if not data:
                 break
             bev.sendall(data)
-    except (ConnectionResetError, BrokenPipeError) as exc:
+    except OSError as exc:            # reset, broken pipe, TLS ended uncleanly
         log.debug("%s went away: %s", address, exc)   # a normal end for a client
 
 
