@@ -3,7 +3,6 @@ clean outcome, never a hang, a leak or lost data."""
 import errno
 import math
 import os
-import socket
 
 import gevent
 import gevent.event
