@@ -28,3 +28,59 @@ def print_table(title, header, rows):
     for r in cells[1:]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
     print()
+
+
+CHUNK = 16 * 1024     # bytes per write in the bulk benchmarks
+RECV = 64 * 1024      # bytes asked per recv
+
+
+def callback_bulk(sender, receiver, total, chunk=CHUNK):
+    """Move *total* bytes from *sender* to *receiver* with callbacks only: the
+    writecb refills a few chunks whenever the output runs dry, the readcb
+    drains.  Frees both bufferevents."""
+    import gevent.event
+    from gbufferevent import EV_READ
+
+    data = b"x" * chunk
+    left = [total]
+    got = [0]
+    done = gevent.event.Event()
+
+    def writecb(bev, arg):
+        for _ in range(4):
+            if left[0] <= 0:
+                return
+            bev.write(data)
+            left[0] -= chunk
+
+    def readcb(bev, arg):
+        got[0] += len(bev.read())
+        if got[0] >= total:
+            done.set()
+
+    sender.setcb(None, writecb, None)
+    receiver.setcb(readcb, None, None)
+    receiver.enable(EV_READ)
+    writecb(sender, None)
+    done.wait()
+    sender.free()
+    receiver.free()
+
+
+def blocking_bulk(sender, receiver, total, chunk=CHUNK, recv=RECV):
+    """Move *total* bytes with ``sendall``/``recv`` in two greenlets; works for
+    bufferevents and gevent sockets alike.  Does not close them."""
+    import gevent
+
+    data = b"x" * chunk
+
+    def writer():
+        for _ in range(total // chunk):
+            sender.sendall(data)
+
+    def reader():
+        n = 0
+        while n < total:
+            n += len(receiver.recv(recv))
+
+    gevent.joinall([gevent.spawn(writer), gevent.spawn(reader)], raise_error=True)

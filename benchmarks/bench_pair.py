@@ -21,74 +21,28 @@ import gevent.event
 import gevent.socket
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import median_rate, print_table  # noqa: E402
+from _common import (  # noqa: E402
+    CHUNK, RECV, blocking_bulk, callback_bulk, median_rate, print_table,
+)
 
-from gbufferevent import EV_READ, pair_new  # noqa: E402
+from gbufferevent import pair_new  # noqa: E402
 
-CHUNK = 16 * 1024
-RECV = 64 * 1024
 
 
 def pair_callback(total):
-    a, b = pair_new()
-    chunk = b"x" * CHUNK
-    left = [total]
-    got = [0]
-    done = gevent.event.Event()
-
-    def writecb(bev, arg):
-        for _ in range(4):
-            if left[0] <= 0:
-                return
-            bev.write(chunk)
-            left[0] -= CHUNK
-
-    def readcb(bev, arg):
-        got[0] += len(bev.read())
-        if got[0] >= total:
-            done.set()
-
-    a.setcb(None, writecb, None)
-    b.setcb(readcb, None, None)
-    b.enable(EV_READ)
-    writecb(a, None)
-    done.wait()
-    a.free()
-    b.free()
+    callback_bulk(*pair_new(), total)
 
 
 def pair_blocking(total):
     a, b = pair_new()
-    chunk = b"x" * CHUNK
-
-    def writer():
-        for _ in range(total // CHUNK):
-            a.sendall(chunk)
-
-    def reader():
-        n = 0
-        while n < total:
-            n += len(b.recv(RECV))
-
-    gevent.joinall([gevent.spawn(writer), gevent.spawn(reader)], raise_error=True)
+    blocking_bulk(a, b, total)
     a.free()
     b.free()
 
 
 def gevent_socketpair(total):
     a, b = gevent.socket.socketpair()
-    chunk = b"x" * CHUNK
-
-    def writer():
-        for _ in range(total // CHUNK):
-            a.sendall(chunk)
-
-    def reader():
-        n = 0
-        while n < total:
-            n += len(b.recv(RECV))
-
-    gevent.joinall([gevent.spawn(writer), gevent.spawn(reader)], raise_error=True)
+    blocking_bulk(a, b, total)
     a.close()
     b.close()
 

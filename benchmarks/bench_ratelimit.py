@@ -31,7 +31,6 @@ import argparse
 import math
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys

@@ -28,14 +28,14 @@ import gevent.event
 import gevent.socket
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import median_rate, print_table  # noqa: E402
-
-from gbufferevent import (  # noqa: E402
-    BEV_OPT_CLOSE_ON_FREE, EV_READ, SocketBufferevent,
+from _common import (  # noqa: E402
+    CHUNK, RECV, blocking_bulk, callback_bulk, median_rate, print_table,
 )
 
-CHUNK = 16 * 1024
-RECV = 64 * 1024
+from gbufferevent import (  # noqa: E402
+    BEV_OPT_CLOSE_ON_FREE, SocketBufferevent,
+)
+
 
 
 def tcp_pair():
@@ -62,48 +62,13 @@ def gbev_callback(make, total, step=None):
     if step:
         rb.set_max_single_read(step)
         wa.set_max_single_write(step)
-    chunk = b"x" * CHUNK
-    left = [total]
-    got = [0]
-    done = gevent.event.Event()
-
-    def writecb(bev, arg):
-        # refill a few chunks each time the output runs dry
-        for _ in range(4):
-            if left[0] <= 0:
-                return
-            bev.write(chunk)
-            left[0] -= CHUNK
-
-    def readcb(bev, arg):
-        got[0] += len(bev.read())
-        if got[0] >= total:
-            done.set()
-
-    wa.setcb(None, writecb, None)
-    rb.setcb(readcb, None, None)
-    rb.enable(EV_READ)
-    writecb(wa, None)
-    done.wait()
-    wa.free()
-    rb.free()
+    callback_bulk(wa, rb, total)
 
 
 def gbev_blocking(make, total):
     a, b = make()
     wa, rb = SocketBufferevent(a, BEV_OPT_CLOSE_ON_FREE), SocketBufferevent(b, BEV_OPT_CLOSE_ON_FREE)
-    chunk = b"x" * CHUNK
-
-    def writer():
-        for _ in range(total // CHUNK):
-            wa.sendall(chunk)
-
-    def reader():
-        n = 0
-        while n < total:
-            n += len(rb.recv(RECV))
-
-    gevent.joinall([gevent.spawn(writer), gevent.spawn(reader)], raise_error=True)
+    blocking_bulk(wa, rb, total)
     wa.free()
     rb.free()
 
@@ -111,18 +76,7 @@ def gbev_blocking(make, total):
 def plain_gevent(make, total):
     a, b = make()
     a, b = gevent.socket.socket(fileno=a.detach()), gevent.socket.socket(fileno=b.detach())
-    chunk = b"x" * CHUNK
-
-    def writer():
-        for _ in range(total // CHUNK):
-            a.sendall(chunk)
-
-    def reader():
-        n = 0
-        while n < total:
-            n += len(b.recv(RECV))
-
-    gevent.joinall([gevent.spawn(writer), gevent.spawn(reader)], raise_error=True)
+    blocking_bulk(a, b, total)
     a.close()
     b.close()
 

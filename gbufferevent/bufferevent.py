@@ -53,7 +53,7 @@ from ._typing import BytesLike, DataCallback, EventCallback, Hub, SocketLike
 if TYPE_CHECKING:
     from .ratelimit import _BevLimit
 
-__all__ = ["Bufferevent", "DEFAULT_SEND_BUFFER"]
+__all__ = ["Bufferevent", "DEFAULT_SEND_BUFFER", "DEFAULT_RECV_BUFFER"]
 
 log = logging.getLogger("gbufferevent")
 
@@ -64,6 +64,13 @@ SUSPEND_BW = 0x02          # own token bucket empty
 SUSPEND_BW_GROUP = 0x04    # group token bucket empty
 SUSPEND_LOOKUP = 0x08      # waiting for DNS / connect
 SUSPEND_FILTER = 0x10      # a filter above does not want data yet
+
+#: Read-ahead of the blocking layer: once a blocking read has enabled
+#: ``EV_READ``, a bufferevent with no read high watermark of its own stops
+#: reading while this many bytes wait in ``input`` (so a peer cannot make a
+#: greenlet that reads line by line buffer without bound), in bytes.  A call
+#: that needs more (``readexactly(n)``, a long line) raises it for itself.
+DEFAULT_RECV_BUFFER = 256 * 1024
 
 #: How many bytes the blocking layer lets queue in ``output`` before
 #: ``send``/``sendall`` wait (unless a write high watermark is set), in bytes.
@@ -167,6 +174,7 @@ class Bufferevent:
         self._susp_r = 0
         self._susp_w = 0
         self._rd_lo = self._rd_hi = 0
+        self._rd_hi_implicit = False   # _rd_hi is the blocking layer's read-ahead
         self._wr_lo = self._wr_hi = 0
         self._readcb: Optional[DataCallback] = None
         self._writecb: Optional[DataCallback] = None
@@ -341,6 +349,7 @@ class Bufferevent:
             if highmark and lowmark > highmark:
                 lowmark = highmark     # libevent clamps the same way
             self._rd_lo, self._rd_hi = lowmark, highmark
+            self._rd_hi_implicit = False
             if highmark and len(self.input) >= highmark:
                 self._suspend_read(SUSPEND_WM)
             else:
@@ -355,7 +364,7 @@ class Bufferevent:
         """
         _check_events(events)
         if events == EV_READ:
-            return self._rd_lo, self._rd_hi
+            return self._rd_lo, 0 if self._rd_hi_implicit else self._rd_hi
         if events == EV_WRITE:
             return self._wr_lo, self._wr_hi
         raise ValueError("events must be exactly one of EV_READ or EV_WRITE")
@@ -1045,8 +1054,24 @@ class Bufferevent:
                 raise err
         return self._eof
 
+    def _read_ahead(self, need=0):
+        """Bound what reading may buffer for blocking readers (see
+        :data:`DEFAULT_RECV_BUFFER`), at least *need* bytes; a read high
+        watermark set by the user is left alone."""
+        if self._rd_hi and not self._rd_hi_implicit:
+            return
+        hi = max(DEFAULT_RECV_BUFFER, need)
+        if hi != self._rd_hi:
+            self._rd_hi, self._rd_hi_implicit = hi, True
+            if len(self.input) >= hi:
+                self._suspend_read(SUSPEND_WM)
+            else:
+                self._unsuspend_read(SUSPEND_WM)
+
     def _await_data(self, deadline):
         """Enable reading if needed; block until something may have changed."""
+        if not self._rd_hi or self._rd_hi_implicit:
+            self._read_ahead(self._rd_hi if self._rd_hi_implicit else 0)
         if not self._enabled & EV_READ:
             n = len(self.input)
             self.enable(EV_READ)
@@ -1070,6 +1095,8 @@ class Bufferevent:
             raise ValueError("bufsize must be >= 0")
         if bufsize == 0:
             return b""
+        if self._rd_hi_implicit:
+            self._read_ahead()
         deadline = None
         while True:
             if self.input._len:
@@ -1122,6 +1149,8 @@ class Bufferevent:
 
     def _fill(self, want, deadline):
         """Wait until ``input`` holds *want* bytes; False at EOF."""
+        if self._rd_hi_implicit or not self._rd_hi:
+            self._read_ahead(max(want, self._rd_hi))
         while len(self.input) < want:
             if self._read_ready():
                 return False
@@ -1143,6 +1172,8 @@ class Bufferevent:
         _check_size(n, "n")
         if n < 0:
             raise ValueError("n must be >= 0")
+        if self._rd_hi_implicit:
+            self._read_ahead()
         if not self._fill(n, self._deadline()):
             raise IncompleteReadError(self.input.remove(), n)
         return self.input.remove(n)
@@ -1162,6 +1193,8 @@ class Bufferevent:
         if not sep:
             raise ValueError("separator must not be empty")
         deadline = self._deadline()
+        if self._rd_hi_implicit:
+            self._read_ahead()        # back to the default read-ahead
         scanned = 0
         inp = self.input
         while True:
@@ -1172,6 +1205,8 @@ class Bufferevent:
                     raise LimitOverrunError(f"separator not found within {limit} bytes")
                 return inp.remove(end)
             scanned = max(0, len(inp) - len(sep) + 1)
+            if self._rd_hi_implicit or not self._rd_hi:
+                self._read_ahead(len(inp) + DEFAULT_RECV_BUFFER)   # a long record
             if 0 <= limit < len(inp):
                 raise LimitOverrunError(f"separator not found within {limit} bytes")
             if not self._fill(len(inp) + 1, deadline):
@@ -1187,6 +1222,8 @@ class Bufferevent:
         """
         _check_size(limit, "limit")
         deadline = self._deadline()
+        if self._rd_hi_implicit:
+            self._read_ahead()        # back to the default read-ahead
         scanned = 0
         inp = self.input
         while True:
@@ -1197,7 +1234,9 @@ class Bufferevent:
             if 0 <= limit <= len(inp):
                 return inp.remove(limit)
             scanned = len(inp)
-            if self._rd_hi and len(inp) >= self._rd_hi:
+            if self._rd_hi_implicit or not self._rd_hi:
+                self._read_ahead(len(inp) + DEFAULT_RECV_BUFFER)   # a long line
+            elif len(inp) >= self._rd_hi:
                 return inp.remove()    # no newline fits: hand out what we have
             if self._read_ready():
                 return inp.remove()

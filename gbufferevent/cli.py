@@ -49,31 +49,61 @@ def _echo_handler(bev, address):
             if not data:
                 break
             bev.sendall(data)
-    except (ConnectionResetError, BrokenPipeError) as exc:
+    except OSError as exc:            # reset, broken pipe, TLS ended uncleanly
         log.debug("%s went away: %s", address, exc)   # a normal end for a client
+
+
+def _fail(command, message):
+    print(f"gbufferevent {command}: {message}", file=sys.stderr)
+    return 2
+
+
+def _certificate(command, cert, key):
+    """Load (or generate) the certificate and print its fingerprint; returns
+    ``(cert, key)`` or an exit code."""
+    from .ssl import load_or_generate_cert
+    try:
+        cert, key, fingerprint = load_or_generate_cert(cert, key)
+    except (OSError, ValueError) as exc:
+        return _fail(command, f"cannot load certificate: {exc}")
+    print(f"TLS certificate {cert} (SHA-256 {fingerprint})", flush=True)
+    return cert, key
+
+
+def _listen(command, server, listen):
+    """Start *server*; returns None, or exit code 2 with a clear message."""
+    try:
+        server.start()
+    except OSError as exc:
+        return _fail(command, f"cannot listen on {listen[0]}:{listen[1]}: "
+                              f"{exc.strerror or exc}")
+    return None
+
+
+def _run_until_signalled(duration):
+    """Wait for SIGINT/SIGTERM (or *duration* seconds)."""
+    stop = gevent.event.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(sig, stop.set)
+    stop.wait(duration)
 
 
 def cmd_echo(args):
     from .server import BuffereventServer
     ctx = None
     if args.tls:
-        from .ssl import load_or_generate_cert, server_context
-        cert, key, fingerprint = load_or_generate_cert(args.cert, args.key)
-        ctx = server_context(cert, key)
-        print(f"TLS certificate {cert} (SHA-256 {fingerprint})", flush=True)
+        from .ssl import server_context
+        loaded = _certificate("echo", args.cert, args.key)
+        if isinstance(loaded, int):
+            return loaded
+        ctx = server_context(*loaded)
     server = BuffereventServer(args.listen, _echo_handler, ssl_context=ctx)
-    try:
-        server.start()
-    except OSError as exc:
-        print(f"gbufferevent echo: cannot listen on {args.listen[0]}:{args.listen[1]}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
-        return 2
+    failed = _listen("echo", server, args.listen)
+    if failed:
+        return failed
     host, port = server.address[:2]
     print(f"echo server listening on {host}:{port}{' (TLS)' if ctx else ''}", flush=True)
-    stop = gevent.event.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(sig, stop.set)
-    stop.wait(args.duration)
+    _run_until_signalled(args.duration)
     server.stop(timeout=args.grace)
     print("echo server stopped", flush=True)
     return 0
@@ -116,15 +146,10 @@ def cmd_tunnel(args):
     from .tunnel import Tunnel
     tls_in = None
     if args.tls_in is not None:
-        from .ssl import load_or_generate_cert
         cert, key = args.tls_in if args.tls_in is not True else (None, None)
-        try:
-            cert, key, fingerprint = load_or_generate_cert(cert, key)
-        except (OSError, ValueError) as exc:
-            print(f"gbufferevent tunnel: cannot load certificate: {exc}", file=sys.stderr)
-            return 2
-        tls_in = (cert, key)
-        print(f"TLS certificate {cert} (SHA-256 {fingerprint})", flush=True)
+        tls_in = _certificate("tunnel", cert, key)
+        if isinstance(tls_in, int):
+            return tls_in
     try:
         tunnel = Tunnel(args.connect, args.listen, tls_out=args.tls_out or None,
                         tls_in=tls_in, ca=args.ca, insecure=args.insecure,
@@ -132,22 +157,15 @@ def cmd_tunnel(args):
                         rate=args.rate, conn_rate=args.conn_rate, burst=args.burst,
                         tick=args.tick / 1000.0, min_share=args.min_share)
     except Exception as exc:  # noqa: BLE001 - a clear message, not a traceback
-        print(f"gbufferevent tunnel: {exc}", file=sys.stderr)
-        return 2
-    try:
-        tunnel.start()
-    except OSError as exc:
-        print(f"gbufferevent tunnel: cannot listen on {args.listen[0]}:{args.listen[1]}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
-        return 2
+        return _fail("tunnel", str(exc))
+    failed = _listen("tunnel", tunnel, args.listen)
+    if failed:
+        return failed
     host, port = tunnel.address[:2]
     print(f"tunnel listening on {host}:{port} -> {args.connect[0]}:{args.connect[1]}",
           flush=True)
     stats = gevent.spawn(_print_stats, tunnel, args.stats) if args.stats else None
-    stop = gevent.event.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(sig, stop.set)
-    stop.wait(args.duration)
+    _run_until_signalled(args.duration)
     print("tunnel stopping", flush=True)
     tunnel.stop(args.grace)
     if stats is not None:

@@ -28,8 +28,11 @@ so a filter is never re-entered.
 
 Where this module differs from libevent (the issue decided):
 
-* ``BEV_ERROR`` (or a filter that raises, which is logged) is an
-  ``ERROR|READING`` or ``ERROR|WRITING`` event and stops that direction for good;
+* ``BEV_ERROR`` (or a filter that raises anything but ``KeyboardInterrupt``/
+  ``SystemExit``, ``GreenletExit`` included, which is logged) is an
+  ``ERROR|READING`` or ``ERROR|WRITING`` event and stops that direction for
+  good: no further events for that direction (an EOF that follows is not
+  reported).  Output the failing call still produced is delivered first;
 * an EOF from the underlying runs the input filter with ``BEV_FINISHED``
   before the EOF event reaches the user, so bytes a filter held back are
   delivered;
@@ -66,7 +69,8 @@ log = logging.getLogger("gbufferevent.filter")
 
 
 class FilterError(OSError):
-    """A filter returned ``BEV_ERROR`` or raised (``errno.EPROTO``).
+    """A filter returned ``BEV_ERROR`` or raised (``errno.EPROTO``); any
+    exception but ``KeyboardInterrupt``/``SystemExit`` counts (``GreenletExit`` too).
 
     Stored as the filter bufferevent's :attr:`~Bufferevent.last_error` and
     raised by its blocking calls.  ``__cause__`` is the exception the filter
@@ -236,7 +240,9 @@ class FilterStage:
         try:
             # step() calls _call only when fn is not None
             res = self.fn(src, dst, dst_limit, mode, self.ctx)  # type: ignore[misc]
-        except Exception as exc:  # noqa: BLE001 - user code
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - user code, GreenletExit too
             log.error("%s filter %r raised %s: %s", self.name, self.fn,
                       type(exc).__name__, exc, exc_info=exc)
             self.error = exc
@@ -255,9 +261,9 @@ class FilterStage:
 
     def failure(self) -> FilterError:
         """The :class:`FilterError` (``errno.EPROTO``) describing why the stage died."""
-        return FilterError(f"{self.name} filter failed"
-                           + (f": {self.error}" if self.error is not None else
-                              " (returned BEV_ERROR)"), self.error)
+        err = self.error
+        why = " (returned BEV_ERROR)" if err is None else f": {str(err) or type(err).__name__}"
+        return FilterError(f"{self.name} filter failed{why}", err)
 
 
 class ProcessFilter:
@@ -355,9 +361,14 @@ class FilterBufferevent(Bufferevent):
     while its destination is full or its direction disabled.  In
     ``BEV_FLUSH``/``BEV_FINISHED`` it is -1.
 
-    A filter returning ``BEV_ERROR`` (or raising) gives an ``ERROR|READING``
-    or ``ERROR|WRITING`` event carrying a :class:`FilterError`, and that
-    direction stops.  When the underlying reports EOF the input filter is
+    A filter returning ``BEV_ERROR`` (or raising any exception but
+    ``KeyboardInterrupt``/``SystemExit``) gives an ``ERROR|READING`` or
+    ``ERROR|WRITING`` event carrying a :class:`FilterError`, and that
+    direction stops for good: no further event for it (an EOF or transport
+    error that follows is not reported).  Bytes an input filter added to
+    ``input`` in the failing call reach the read callback and blocked
+    readers before the ERROR event (data received before an error is
+    delivered first).  When the underlying reports EOF the input filter is
     called with ``BEV_FINISHED`` before the EOF event reaches you.
     ``flush(iotype, BEV_FLUSH or BEV_FINISHED)`` calls the matching filter at
     least once in that mode (even with empty buffers), then flushes the
@@ -401,6 +412,7 @@ class FilterBufferevent(Bufferevent):
         self._close_started = False
         self._watch = (_StackWatch(self), -1)
         self._u_waiting = False      # our writecb is on the underlying
+        self._ended = 0              # READING/WRITING bits that had their ERROR event
         underlying.setcb(self._u_readcb, None, self._u_eventcb)
         underlying._suspend_read(SUSPEND_FILTER)
         underlying.enable(EV_READ | EV_WRITE)
@@ -554,7 +566,12 @@ class FilterBufferevent(Bufferevent):
         if r.produced:
             self._charge_read(r.produced)
         if r.result == BEV_ERROR:
-            self._fail(EV_READ, st)
+            # Data received before an error is delivered first: what the
+            # failing call still produced reaches readcb/recv before ERROR.
+            if r.produced and not self._freed:
+                self._trigger_read()
+            if not self._freed:
+                self._fail(EV_READ, st)
         elif r.result == BEV_OK and not self._freed:
             self._trigger_read()
         return r
@@ -645,6 +662,21 @@ class FilterBufferevent(Bufferevent):
         self._trigger_event(BEV_EVENT_ERROR | (
             BEV_EVENT_READING if direction == EV_READ else BEV_EVENT_WRITING),
             stage.failure())
+
+    def _trigger_event(self, what, exc=None):
+        # After an ERROR on a direction, no further events for that
+        # direction: a truncated stream's EOF (or the transport's error)
+        # that follows the filter's ERROR|READING is not reported again.
+        if not self._closing:
+            dirs = what & (BEV_EVENT_READING | BEV_EVENT_WRITING)
+            if dirs:
+                live = dirs & ~self._ended
+                if not live:
+                    return
+                what = (what & ~dirs) | live
+                if what & BEV_EVENT_ERROR:
+                    self._ended |= live
+        super()._trigger_event(what, exc)
 
     # -- flush / end of stream / teardown -----------------------------------------
 

@@ -4,9 +4,9 @@ Three layers, from plain arithmetic to the hub:
 
 * **Pure logic**, testable without a hub: :class:`TokenBucketConfig`
   (``ev_token_bucket_cfg``), :class:`TokenBucket` (``ev_token_bucket``),
-  :func:`tick_of`, :func:`effective_min_share`, :func:`member_share`,
-  :func:`wake_count` and :class:`ShuffledRounds` (which waiting group members
-  a tick wakes).
+  :func:`tick_of`, :func:`next_tick_delay`, :func:`effective_min_share`,
+  :func:`member_share`, :func:`wake_count` and :class:`ShuffledRounds` (which
+  waiting group members a tick wakes).
 * **The token scheduler** (:class:`TokenScheduler`): one per hub.  A limit
   registers with it only while something waits for tokens; at each tick
   boundary it refills what waits and lifts the suspensions that can go.  It
@@ -36,15 +36,18 @@ that has tokens costs nothing extra, and a tick touches only what waits.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
 import random
 import weakref
 from typing import (
-    Any, Collection, Dict, Hashable, List, Optional, Protocol, Tuple, TypeVar,
+    Any, Callable, Collection, Dict, Hashable, List, Optional, Protocol, Tuple, TypeVar,
+    cast,
 )
 
+from gevent._hub_local import get_hub_if_exists
 from gevent.hub import get_hub
 
 from .bufferevent import SUSPEND_BW, SUSPEND_BW_GROUP, Bufferevent
@@ -54,7 +57,7 @@ from ._typing import Hub
 __all__ = [
     "TokenBucketConfig", "TokenBucket", "RateLimitGroup", "TokenScheduler",
     "ShuffledRounds", "DEFAULT_MIN_SHARE", "tick_of", "effective_min_share",
-    "member_share", "wake_count",
+    "member_share", "wake_count", "next_tick_delay", "TICK_SLACK",
 ]
 
 log = logging.getLogger("gbufferevent")
@@ -64,10 +67,14 @@ DEFAULT_MIN_SHARE = 64
 #: libevent rejects a tick of more than INT_MAX / 1000 seconds.
 _MAX_TICK_SECONDS = 2147483
 #: Seconds a scheduler timer fires after the tick boundary, so that
-#: floor(now / tick) has certainly moved on when it runs.
-_SLACK = 0.0002
+#: floor(now / tick) has certainly moved on when it runs: 5 us is about 20
+#: ulps of an epoch-scale ``loop.now()``.  Keep it tiny: libev's epoll backend
+#: rounds every wait *up* to whole milliseconds, so a delay of 1 ms + 0.2 ms
+#: sleeps 2 ms and, at 1 ms ticks, loses a tick (it made 1 B/ms run 29% slow).
+TICK_SLACK = 0.000005
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=Hashable)
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class TickClient(Protocol):
@@ -213,6 +220,17 @@ def tick_of(now: float, tick_ms: int) -> int:
     return int(now * 1000.0) // tick_ms
 
 
+def next_tick_delay(now: float, tick_ms: int) -> float:
+    """Seconds from loop time *now* to just after the next tick boundary:
+    the remaining part of the current tick plus :data:`TICK_SLACK` (5 us), so
+    a timer with this delay runs in the next tick, and never more than one
+    tick + 5 us after *now*.
+    """
+    now_ms = now * 1000.0
+    due = (int(now_ms) // tick_ms + 1) * tick_ms
+    return (due - now_ms) / 1000.0 + TICK_SLACK
+
+
 class TokenBucket:
     """The read and write buckets of one limit (``ev_token_bucket``); plain arithmetic.
 
@@ -273,28 +291,33 @@ def effective_min_share(configured: int, cfg: TokenBucketConfig) -> int:
 def member_share(level: int, members: int, min_share: int) -> int:
     """Bytes one member may move in one step from a group bucket at *level*.
 
-    *level* // *members*, raised to *min_share*; 0 when *level* <= 0
-    (``bufferevent_get_rlim_max_``).
+    *level* // *members*, raised to *min_share*, and never below 1 byte
+    while *level* > 0 (so a *min_share* of 0, which only disables the
+    floor, cannot round every member's share down to 0 and starve the
+    group); 0 when *level* <= 0 (``bufferevent_get_rlim_max_``).
     """
     if level <= 0:
         return 0
     share = level // members if members > 1 else level
-    return share if share >= min_share else min_share
+    floor = min_share if min_share > 0 else 1
+    return share if share >= floor else floor
 
 
 def wake_count(level: int, members: int, min_share: int) -> Optional[int]:
     """How many waiting members a group may wake with *level* bytes in its bucket.
 
     None means all of them: the bucket gives each of the *members* at least
-    *min_share*.  Otherwise *level* // *min_share* (at least 1 while the level
-    is positive, 0 when it is not): that many members get min-share-sized
-    steps this tick and the others wait.
+    *min_share* (at least 1 byte: a *min_share* of 0 counts as 1).  Otherwise
+    *level* // *min_share* (at least 1 while the level is positive, 0 when it
+    is not): that many members get min-share-sized steps this tick and the
+    others wait.
     """
     if level <= 0:
         return 0
-    if not min_share or level >= members * min_share:
+    floor = min_share if min_share > 0 else 1
+    if level >= members * floor:
         return None
-    return max(1, level // min_share)
+    return max(1, level // floor)
 
 
 class ShuffledRounds:
@@ -438,9 +461,7 @@ class TokenScheduler:
         return sum(len(w.clients) for w in self._wheels.values())
 
     def _arm(self, wheel):
-        now_ms = self.loop.now() * 1000.0
-        due = (int(now_ms) // wheel.tick_ms + 1) * wheel.tick_ms
-        timer = self.loop.timer((due - now_ms) / 1000.0 + _SLACK)
+        timer = self.loop.timer(next_tick_delay(self.loop.now(), wheel.tick_ms))
         wheel.timer = timer
         timer.start(self._fire, wheel)
 
@@ -647,6 +668,30 @@ class _Direction:
         self.share_tick = None
 
 
+def _group_call(live: bool = True) -> Callable[[_F], _F]:
+    """Guard a :class:`RateLimitGroup` method: the group belongs to its hub.
+
+    Called from another thread it raises ``RuntimeError`` (as a bufferevent
+    without ``BEV_OPT_THREADSAFE`` does: it would arm timers of a hub that
+    runs elsewhere); with *live*, calling it on a freed group raises
+    ``RuntimeError`` too.
+    """
+    def deco(method: _F) -> _F:
+        name = method.__name__
+
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any) -> Any:
+            if get_hub_if_exists() is not self.hub:
+                raise RuntimeError(
+                    f"{name}() called from another thread: a rate-limit group "
+                    "belongs to the hub that made it")
+            if live and self._freed:
+                raise RuntimeError(f"{name}() on a freed rate-limit group")
+            return method(self, *args)
+        return cast(_F, wrapper)
+    return deco
+
+
 class RateLimitGroup:
     """Bufferevents sharing one pair of token buckets (``bufferevent_rate_limit_group_new``).
 
@@ -665,6 +710,14 @@ class RateLimitGroup:
     later tick, in shuffled rounds so that no member starves.  A member with
     its own limit too gets the lower of the two.  The bucket starts with one
     tick's worth (the rates).
+
+    A group belongs to its hub, as a bufferevent does: its methods that
+    change it (:meth:`set_cfg`, :meth:`set_min_share`, :meth:`add`,
+    :meth:`remove`, :meth:`reset_totals`, :meth:`decrement_read`,
+    :meth:`decrement_write`, :meth:`free`) raise ``RuntimeError`` when
+    called from another thread.  After :meth:`free` the getters still
+    answer, and every one of those methods but :meth:`free` raises
+    ``RuntimeError`` (use after free).
     """
 
     def __init__(self, cfg: TokenBucketConfig, hub: Optional[Hub] = None) -> None:
@@ -698,11 +751,13 @@ class RateLimitGroup:
 
     # -- configuration ----------------------------------------------------
 
+    @_group_call()
     def set_cfg(self, cfg: TokenBucketConfig) -> int:
         """Use *cfg* from now on (``bufferevent_rate_limit_group_set_cfg``).
 
         The buckets keep their levels, clipped to the new bursts; the min share
-        is recomputed.  :raises TypeError: not a TokenBucketConfig.  Returns 0.
+        is recomputed.  :raises TypeError: not a TokenBucketConfig.
+        :raises RuntimeError: another thread, or the group was freed.  Returns 0.
         """
         _check_cfg(cfg)
         self._sched.rebase(self._bucket, self._cfg, cfg, self)
@@ -711,13 +766,18 @@ class RateLimitGroup:
         self._changed()
         return 0
 
+    @_group_call()
     def set_min_share(self, share: int) -> int:
         """Set the smallest step a member gets, bytes
         (``bufferevent_rate_limit_group_set_min_share``).
 
-        Default 64; 0 disables it.  The share applied is never above the
-        config's rates.  :raises TypeError: not an int.  :raises ValueError:
-        negative or above ``EV_SSIZE_MAX``.  Returns 0.
+        Default 64; 0 disables the floor, but a member's step is still at
+        least 1 byte while the group bucket is positive (with fewer bytes
+        than members, a random subset moves 1 byte each tick, in rounds).
+        The share applied is never above the config's rates.
+        :raises TypeError: not an int.  :raises ValueError: negative or above
+        ``EV_SSIZE_MAX``.  :raises RuntimeError: another thread, or the group
+        was freed.  Returns 0.
         """
         self._min_share_cfg = _check_int(share, "share", 0, EV_SSIZE_MAX)
         self._min_share = effective_min_share(self._min_share_cfg, self._cfg)
@@ -733,6 +793,7 @@ class RateLimitGroup:
 
     # -- membership -------------------------------------------------------
 
+    @_group_call()
     def add(self, bev: Bufferevent) -> int:
         """Make *bev* a member (``bufferevent_add_to_rate_limit_group``).
 
@@ -741,13 +802,12 @@ class RateLimitGroup:
         suspends it at once.
         :raises TypeError: not a Bufferevent.  :raises ValueError: *bev* runs
             on another hub.  :raises RuntimeError: the group was freed, or
-            *bev* was (``BuffereventClosedError``).
+            *bev* was (``BuffereventClosedError``), or called from another
+            thread.
         :returns: 0.
         """
         if not isinstance(bev, Bufferevent):
             raise TypeError(f"bev must be a Bufferevent, not {type(bev).__name__}")
-        if self._freed:
-            raise RuntimeError("the rate-limit group was freed")
         bev._check_alive()
         if bev.hub is not self.hub:
             raise ValueError("bev runs on another hub than the rate-limit group")
@@ -766,11 +826,13 @@ class RateLimitGroup:
                 _unsuspend(bev, d.reading, SUSPEND_BW_GROUP)
         return 0
 
+    @_group_call()
     def remove(self, bev: Bufferevent) -> int:
         """Take *bev* out of the group, lifting the group's hold on it
         (``bufferevent_remove_from_rate_limit_group``).
 
-        :raises ValueError: *bev* is not a member.  Returns 0.
+        :raises ValueError: *bev* is not a member.  :raises RuntimeError:
+            another thread, or the group was freed.  Returns 0.
         """
         if bev not in self._members:
             raise ValueError("bev is not a member of this rate-limit group")
@@ -788,11 +850,14 @@ class RateLimitGroup:
             bev._unsuspend_read(SUSPEND_BW_GROUP)
             bev._unsuspend_write(SUSPEND_BW_GROUP)
 
+    @_group_call(live=False)
     def free(self) -> None:
         """Release the group; its members leave it and are no longer held back
         by it (``bufferevent_rate_limit_group_free``, as the spec says).
 
-        Totals stay readable; :meth:`add` raises afterwards.  Idempotent.
+        Totals and levels stay readable; the methods that change a group
+        raise ``RuntimeError`` afterwards.  Idempotent.
+        :raises RuntimeError: called from another thread.
         """
         if self._freed:
             return
@@ -827,26 +892,36 @@ class RateLimitGroup:
         """
         return self._dirs[0].total, self._dirs[1].total
 
+    @_group_call()
     def reset_totals(self) -> None:
-        """Set both totals to 0 (``bufferevent_rate_limit_group_reset_totals``)."""
+        """Set both totals to 0 (``bufferevent_rate_limit_group_reset_totals``).
+
+        :raises RuntimeError: another thread, or the group was freed.
+        """
         for d in self._dirs:
             d.total = 0
 
+    @_group_call()
     def decrement_read(self, decr: int) -> int:
         """Take *decr* bytes from the read bucket; negative adds
         (``bufferevent_rate_limit_group_decrement_read``).
 
         Going to 0 or below holds every member's reading until a refill; going
         back above 0 resumes them at once.  Totals are not touched.
-        :raises TypeError: not an int.  Returns 0.
+        :raises TypeError: not an int.  :raises ValueError: beyond
+            +-``EV_SSIZE_MAX``.  :raises RuntimeError: another thread, or the
+            group was freed.  Returns 0.
         """
         return self._decrement(True, decr)
 
+    @_group_call()
     def decrement_write(self, decr: int) -> int:
         """Take *decr* bytes from the write bucket; negative adds
         (``bufferevent_rate_limit_group_decrement_write``; see :meth:`decrement_read`).
 
-        :raises TypeError: not an int.  Returns 0.
+        :raises TypeError: not an int.  :raises ValueError: beyond
+            +-``EV_SSIZE_MAX``.  :raises RuntimeError: another thread, or the
+            group was freed.  Returns 0.
         """
         return self._decrement(False, decr)
 

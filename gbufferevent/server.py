@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from gevent.server import StreamServer
 
+from OpenSSL import SSL
+
 from .constants import BEV_OPT_CLOSE_ON_FREE
+from .ratelimit import RateLimitGroup, TokenBucketConfig
 from .socket import SocketBufferevent
 
 if TYPE_CHECKING:
-    from OpenSSL import SSL
-
     from .bufferevent import Bufferevent
-    from .ratelimit import RateLimitGroup, TokenBucketConfig
 
 __all__ = ["BuffereventServer"]
 
@@ -43,6 +43,8 @@ class BuffereventServer(StreamServer):
         connection joins.
     :param rate_limit: a :class:`~gbufferevent.TokenBucketConfig` applied to
         each connection on its own.
+    :param handshake_timeout: seconds a TLS client may take to finish its
+        handshake (default 30; None: no limit).
     :param options: ``BEV_OPT_*`` for each bufferevent (default
         ``BEV_OPT_CLOSE_ON_FREE``).
     Other keyword arguments (``spawn``, ``backlog``) go to ``StreamServer``.
@@ -58,9 +60,24 @@ class BuffereventServer(StreamServer):
                  ssl_context: Optional[SSL.Context] = None,
                  rate_limit_group: Optional[RateLimitGroup] = None,
                  rate_limit: Optional[TokenBucketConfig] = None,
-                 options: int = BEV_OPT_CLOSE_ON_FREE, **kwargs: Any) -> None:
+                 options: int = BEV_OPT_CLOSE_ON_FREE,
+                 handshake_timeout: Optional[float] = 30.0, **kwargs: Any) -> None:
         if handle is not None and not callable(handle):
             raise TypeError("handle must be callable")
+        if ssl_context is not None and not isinstance(ssl_context, SSL.Context):
+            raise TypeError("ssl_context must be an OpenSSL.SSL.Context (see "
+                            "gbufferevent.server_context), not "
+                            f"{type(ssl_context).__module__}.{type(ssl_context).__name__}")
+        if rate_limit is not None and not isinstance(rate_limit, TokenBucketConfig):
+            raise TypeError("rate_limit must be a TokenBucketConfig")
+        if rate_limit_group is not None and not isinstance(rate_limit_group, RateLimitGroup):
+            raise TypeError("rate_limit_group must be a RateLimitGroup")
+        if handshake_timeout is not None and (
+                isinstance(handshake_timeout, bool)
+                or not isinstance(handshake_timeout, (int, float))
+                or not handshake_timeout > 0):
+            raise ValueError("handshake_timeout must be a number of seconds > 0, or None")
+        self.handshake_timeout = handshake_timeout
         from .constants import _ALL_OPTIONS
         if isinstance(options, bool) or not isinstance(options, int) \
                 or options & ~_ALL_OPTIONS or options < 0:
@@ -104,10 +121,16 @@ class BuffereventServer(StreamServer):
             sock.close()
             raise
         try:
-            if self.ssl_context is not None and not bev.wait_handshake():
+            if self.ssl_context is not None and \
+                    not bev.wait_handshake(self.handshake_timeout):
                 log.info("TLS handshake with %s failed: %s", address, bev.last_error)
                 return
             self.handle_bufferevent(bev, address)
+        except OSError as exc:
+            # The peer went away, reset, or broke TLS: that costs this
+            # connection and one log line, not a traceback.
+            log.info("connection from %s ended: %s: %s", address,
+                     type(exc).__name__, exc)
         finally:
             bev.close()
 

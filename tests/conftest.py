@@ -83,3 +83,20 @@ def sockpair():
 @pytest.fixture
 def recorder():
     return Recorder
+
+
+def roundtrip(addr, payload, timeout=60):
+    """Connect to *addr*, send *payload*, shut the write side, and return
+    everything received until EOF (the sender runs in its own greenlet)."""
+    import socket as _socket
+    s = gevent.socket.create_connection(addr, timeout=timeout)
+    sender = gevent.spawn(lambda: (s.sendall(payload), s.shutdown(_socket.SHUT_WR)))
+    got = bytearray()
+    while True:
+        d = s.recv(1 << 16)
+        if not d:
+            break
+        got += d
+    sender.get(timeout=timeout)
+    s.close()
+    return bytes(got)

@@ -1,5 +1,4 @@
 """gbufferevent.compat: libevent's C names over the classes."""
-import socket
 
 import gevent
 import gevent.event

@@ -400,6 +400,71 @@ def test_raising_filter_becomes_error_event_and_the_hub_keeps_running(caplog):
     ub.free()
 
 
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_a_filter_raising_greenletexit_is_an_error_event_too(side, caplog):
+    """Any exception but KeyboardInterrupt/SystemExit is BEV_ERROR: a
+    BaseException such as GreenletExit is logged and reported, not lost."""
+    def exits(src, dst, limit, mode, ctx):
+        raise gevent.GreenletExit()
+
+    ua, ub = pair_new()
+    f = FilterBufferevent(ua, exits, None) if side == "input" else \
+        FilterBufferevent(ua, None, exits)
+    _, events, changed = collect(f)
+    f.enable(EV_READ)
+    with caplog.at_level(logging.ERROR, logger="gbufferevent.filter"):
+        if side == "input":
+            ub.write(b"x")
+        else:
+            f.write(b"x")                     # the first step runs in write()
+        wait_for(lambda: events, changed, 5)
+    direction = BEV_EVENT_READING if side == "input" else BEV_EVENT_WRITING
+    assert events == [BEV_EVENT_ERROR | direction]
+    assert isinstance(f.last_error, FilterError)
+    assert isinstance(f.last_error.__cause__, gevent.GreenletExit)
+    assert "GreenletExit" in str(f.last_error) and "GreenletExit" in caplog.text
+    assert gevent.spawn(lambda: 42).get(timeout=5) == 42   # the hub is fine
+    f.free()
+    ub.free()
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_keyboardinterrupt_and_systemexit_from_a_filter_propagate(exc):
+    def stop(src, dst, limit, mode, ctx):
+        raise exc()
+
+    st = FilterStage(stop, name="input")
+    with pytest.raises(exc):
+        st.step(Buffer(b"x"), Buffer(), -1, BEV_NORMAL)
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_output_of_the_failing_call_comes_first_and_no_event_follows_the_error(deferred):
+    """A filter that adds bytes and then returns BEV_ERROR: the bytes reach
+    the readcb before ERROR|READING; the EOF that follows is not reported
+    (after an ERROR on a direction, no further events for it)."""
+    def until_bang(src, dst, limit, mode, ctx):
+        data = src.remove()
+        good, bang, _ = data.partition(b"!")
+        dst.add(good)
+        return BEV_ERROR if bang else BEV_OK
+
+    ua, ub = pair_new()
+    f = FilterBufferevent(ua, until_bang, None, BEV_OPT_DEFER_CALLBACKS if deferred else 0)
+    log, changed = [], gevent.event.Event()
+    f.setcb(lambda b, a: log.append(b.read()), None,
+            lambda b, w, a: (log.append(int(w)), changed.set()))
+    f.enable(EV_READ)
+    ub.write(b"good bytes!rest")
+    ub.flush(EV_WRITE, BEV_FINISHED)                   # EOF right behind the data
+    wait_for(lambda: any(isinstance(x, int) for x in log), changed, 5)
+    assert log == [b"good bytes", BEV_EVENT_ERROR | BEV_EVENT_READING]
+    with pytest.raises(FilterError):
+        f.recv(10)
+    f.free()
+    ub.free()
+
+
 def test_data_stuck_below_full_filter_input_issue_362():
     # scenario 13: a 20-byte header makes the filter's input overflow its
     # high watermark while 20 bytes are still in the underlying.

@@ -5,6 +5,7 @@ they run and every number is exact; the few timing tests use short ticks,
 run >= 1 s where they measure a rate, and allow +-15%.
 """
 import os
+import threading
 import time
 
 import gevent
@@ -79,6 +80,53 @@ class Sink:
         """True if nothing arrives within *seconds*."""
         self.changed.clear()
         return not self.changed.wait(seconds)
+
+
+def member_counters(n, total):
+    """``(counts, enough, readcb)``: ``readcb(bev, i)`` adds what member *i*
+    reads to ``counts[i]``; *enough* is set once they read *total* together."""
+    counts = [0] * n
+    enough = gevent.event.Event()
+
+    def readcb(bev, i):
+        counts[i] += len(bev.read())
+        if sum(counts) >= total:
+            enough.set()
+
+    return counts, enough, readcb
+
+
+def in_other_thread(fn):
+    """Run *fn* in another thread while this hub waits (an async watcher
+    wakes it when *fn* is done); return when the thread has finished."""
+    done = gevent.get_hub().loop.async_()
+    finished = gevent.event.Event()
+    done.start(finished.set)
+
+    def run():
+        try:
+            fn()
+        finally:
+            done.send()
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        assert finished.wait(10)
+        t.join(10)
+    finally:
+        done.close()
+
+
+def group_mutators(g, bev):
+    """Every RateLimitGroup call that changes the group but free(), by name."""
+    return {
+        "add": lambda: g.add(bev), "remove": lambda: g.remove(bev),
+        "set_cfg": lambda: g.set_cfg(cfg(50)), "set_min_share": lambda: g.set_min_share(0),
+        "decrement_read": lambda: g.decrement_read(10 ** 6),
+        "decrement_write": lambda: g.decrement_write(10 ** 6),
+        "reset_totals": g.reset_totals,
+    }
 
 
 # -- per-bufferevent limits: values ------------------------------------------
@@ -527,14 +575,7 @@ def test_min_share_subsets_take_turns_so_no_member_starves(keep):
     same few winners every tick)."""
     n, total = 40, 12_800                                     # 50 ticks' worth
     g = keep(RateLimitGroup(cfg(256, tick=0.02)))
-    counts = [0] * n
-    enough = gevent.event.Event()
-
-    def readcb(bev, i):
-        counts[i] += len(bev.read())
-        if sum(counts) >= total:
-            enough.set()
-
+    counts, enough, readcb = member_counters(n, total)
     for i in range(n):
         a, b = keep(*tcp_pair())
         g.add(b)
@@ -544,6 +585,30 @@ def test_min_share_subsets_take_turns_so_no_member_starves(keep):
     assert enough.wait(5)
     assert min(counts) > 0, f"{counts.count(0)} members starved"
     assert min(counts) >= max(counts) / 3
+
+
+def test_min_share_0_with_fewer_bytes_than_members_still_delivers_the_rate(keep):
+    """set_min_share(0) only disables the floor: with 5 bytes a tick for 10
+    members the share is 1 byte (not 5 // 10 = 0), a random 5 are woken each
+    tick, and the group moves its 5 bytes per tick with nobody starving."""
+    g = keep(RateLimitGroup(TokenBucketConfig(5, 5, 5, 5, tick_len=0.02)))
+    g.set_min_share(0)
+    n, target = 10, 200                                       # 40 ticks' worth
+    counts, enough, readcb = member_counters(n, target)
+    made = [keep(*pair_new()) for _ in range(n)]
+    for a, _ in made:
+        g.add(a)
+    assert {a.get_max_to_write() for a, _ in made} == {1}    # 5 // 10 raised to 1 byte
+    for i, (a, b) in enumerate(made):
+        b.setcb(readcb, None, None, i)
+        b.enable(EV_READ)
+        a.write(b"x" * 100)
+    t0 = time.monotonic()
+    assert enough.wait(5), f"only {sum(counts)} bytes moved: the group starved"
+    elapsed = time.monotonic() - t0
+    assert elapsed >= 0.5                                     # still throttled (~0.8 s)
+    assert min(counts) > 0, f"{counts.count(0)} members starved"
+    assert g.get_totals()[1] == sum(counts)
 
 
 # -- the scheduler ---------------------------------------------------------------
@@ -571,15 +636,11 @@ def test_scheduler_runs_one_timer_per_tick_length_and_none_when_idle(keep):
 
 def test_limit_calls_from_another_thread_follow_threadsafe(keep):
     """Like every mutator: handed to the hub with BEV_OPT_THREADSAFE, else raise."""
-    import threading
     from gbufferevent import BEV_OPT_THREADSAFE
     a, _ = keep(*pair_new(BEV_OPT_THREADSAFE))
     c, _ = keep(*pair_new())
     c1 = cfg(100)
     errors = []
-    done = gevent.get_hub().loop.async_()
-    finished = gevent.event.Event()
-    done.start(finished.set)
 
     def other_thread():
         a.set_rate_limit(c1)
@@ -587,15 +648,58 @@ def test_limit_calls_from_another_thread_follow_threadsafe(keep):
             c.set_rate_limit(c1)
         except RuntimeError as exc:
             errors.append(exc)
-        done.send()
 
-    t = threading.Thread(target=other_thread)
-    t.start()
+    in_other_thread(other_thread)
+    assert a.get_token_bucket_cfg() is c1       # ran on this hub, before done.send()
+    assert errors and "another thread" in str(errors[0])
+    assert c.get_token_bucket_cfg() is None
+
+
+def test_group_calls_from_another_thread_raise_like_a_bufferevents():
+    """A group belongs to its hub: its mutators raise RuntimeError from another
+    thread (they would arm this hub's timers from there) and change nothing."""
+    g = RateLimitGroup(cfg(1000))
+    a, b = pair_new()
+    calls = dict(group_mutators(g, a), free=g.free)
+    errors = {}
+    sched = TokenScheduler.for_hub()
+    timers = sched.active_timers()
+
+    def other_thread():
+        for name, call in calls.items():
+            try:
+                call()
+            except RuntimeError as exc:
+                errors[name] = str(exc)
+
     try:
-        assert finished.wait(10)
-        t.join(10)
-        assert a.get_token_bucket_cfg() is c1       # ran on this hub, before done.send()
-        assert errors and "another thread" in str(errors[0])
-        assert c.get_token_bucket_cfg() is None
+        in_other_thread(other_thread)
+        assert set(errors) == set(calls)
+        assert all("another thread" in msg for msg in errors.values())
+        assert len(g) == 0 and a not in g and g.cfg.read_rate == 1000
+        assert (g.get_read_limit(), g.get_write_limit()) == (1000, 1000)
+        assert g.get_min_share() == 64 and sched.active_timers() == timers
+        assert g.add(a) == 0                          # fine on its own hub
+        g.free()
     finally:
-        done.close()
+        a.free()
+        b.free()
+
+
+def test_a_freed_group_raises_on_every_change_and_stays_readable():
+    g = RateLimitGroup(cfg(1000))
+    a, b = pair_new()
+    g.add(a)
+    g.free()
+    sched = TokenScheduler.for_hub()
+    timers = sched.active_timers()
+    for call in group_mutators(g, a).values():
+        with pytest.raises(RuntimeError, match="freed"):
+            call()
+    assert sched.active_timers() == timers           # no timer armed for a freed group
+    assert (g.get_read_limit(), g.get_write_limit()) == (1000, 1000)
+    assert g.get_totals() == (0, 0) and len(g) == 0 and g.cfg.read_rate == 1000
+    assert a not in g and a.get_max_to_write() == 16384    # unthrottled
+    g.free()                                         # idempotent
+    a.free()
+    b.free()

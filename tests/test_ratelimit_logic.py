@@ -9,7 +9,7 @@ import pytest
 from gbufferevent import EV_RATE_LIMIT_MAX, TokenBucketConfig
 from gbufferevent.ratelimit import (
     DEFAULT_MIN_SHARE, ShuffledRounds, TokenBucket, effective_min_share, member_share,
-    random_rotation, tick_of, wake_count,
+    TICK_SLACK, next_tick_delay, random_rotation, tick_of, wake_count,
 )
 
 
@@ -162,6 +162,8 @@ def test_member_share():
     assert member_share(50, 1, 64) == 64
     assert member_share(0, 30, 64) == 0
     assert member_share(-10, 30, 64) == 0
+    assert member_share(5, 10, 0) == 1                       # min share 0: still 1 byte
+    assert member_share(0, 10, 0) == 0
 
 
 def test_wake_count():
@@ -170,6 +172,8 @@ def test_wake_count():
     assert wake_count(10, 30, 64) == 1
     assert wake_count(0, 30, 64) == 0
     assert wake_count(1000, 30, 0) is None
+    assert wake_count(5, 10, 0) == 5                         # five 1-byte steps this tick
+    assert wake_count(10, 10, 0) is None
 
 
 def test_random_rotation_keeps_order_and_varies_start():
@@ -224,3 +228,17 @@ def test_no_member_starves_under_min_share():
             last_served[m] = tick
     assert worst <= 40                                       # 2 rounds of 20 ticks
     assert min(last_served.values()) > 60
+
+
+def test_next_tick_delay_lands_just_past_the_boundary_never_a_ms_late():
+    """libev's epoll backend rounds waits up to whole milliseconds: a timer
+    armed on a boundary must not ask for more than one tick + a few us, or
+    it sleeps two ticks (a 0.2 ms margin made 1 B/ms run 29% slow)."""
+    assert TICK_SLACK <= 10e-6
+    rng = random.Random(5)
+    for tick_ms in (1, 7, 100, 1000):
+        for now in [1_700_000_000.0, 1_700_000_000.001, 1_800_000_000.123456, 12.5] + \
+                [1_700_000_000 + rng.random() * 1e6 for _ in range(2000)]:
+            d = next_tick_delay(now, tick_ms)
+            assert 0 < d <= tick_ms / 1000 + 10e-6, (now, tick_ms, d)
+            assert tick_of(now + d, tick_ms) == tick_of(now, tick_ms) + 1, (now, tick_ms)

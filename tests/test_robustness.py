@@ -3,7 +3,6 @@ clean outcome, never a hang, a leak or lost data."""
 import errno
 import math
 import os
-import socket
 
 import gevent
 import gevent.event
@@ -238,3 +237,60 @@ def test_after_free_setters_raise_but_clearing_callbacks_is_fine():
     with pytest.raises(ValueError):
         b.setwatermark(0, 0, 10)
     assert a.flush() == -1
+
+
+def _flood_lines(addr, blocks, stop):
+    s = gevent.socket.create_connection(addr)
+    blk = (b"x" * 1023 + b"\n") * 1024          # 1 MiB of lines
+    try:
+        for _ in range(blocks):
+            if stop.is_set():
+                break
+            s.sendall(blk)
+    except OSError:
+        pass
+    return s
+
+
+@pytest.mark.parametrize("with_readcb", [False, True])
+def test_blocking_reads_do_not_buffer_without_bound(with_readcb):
+    """A handler reading line by line whose peer floods and never reads the
+    replies: the read-ahead stays bounded (DEFAULT_RECV_BUFFER)."""
+    from gbufferevent.bufferevent import DEFAULT_RECV_BUFFER
+    bevs = []
+    got_first = gevent.event.Event()
+    stop = gevent.event.Event()
+
+    def handle(bev, address):
+        if with_readcb:
+            bev.setcb(lambda b, a: None, None, None)
+        bevs.append(bev)
+        bev.readline()
+        got_first.set()
+        stop.wait(10)                            # busy elsewhere, not reading
+
+    server = BuffereventServer(("127.0.0.1", 0), handle)
+    server.start()
+    flooder = gevent.spawn(_flood_lines, server.address, 64, stop)
+    try:
+        assert got_first.wait(10)
+        done = gevent.event.Event()
+        gevent.get_hub().loop.timer(1.0).start(done.set)
+        done.wait(5)                             # the flood goes on meanwhile
+        assert len(bevs[0].input) <= DEFAULT_RECV_BUFFER + 65536
+        assert bevs[0].getwatermark(EV_READ) == (0, 0)
+    finally:
+        stop.set()
+        flooder.join(10)
+        server.stop()
+
+
+def test_readexactly_and_long_lines_beyond_the_read_ahead():
+    a, b = pair_new()
+    big = os.urandom(3 << 20)
+    line = b"y" * (1 << 20) + b"\n"
+    g = gevent.spawn(lambda: (a.sendall(big), a.sendall(line), a.sendall(b"rec|")))
+    assert b.readexactly(len(big)) == big
+    assert b.readline() == line
+    assert b.readuntil(b"|") == b"rec|"
+    g.get(timeout=10)

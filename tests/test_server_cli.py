@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import gevent
+import gevent.event
 import gevent.pool
 import gevent.socket
 import pytest
@@ -154,3 +155,83 @@ def test_cli_help():
     out = subprocess.run([sys.executable, "-m", "gbufferevent", "--help"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "echo" in out.stdout
+
+
+def test_server_validates_tls_and_rate_arguments_up_front():
+    import ssl as stdssl
+    handle = lambda bev, addr: None  # noqa: E731
+    with pytest.raises(TypeError, match="OpenSSL"):
+        BuffereventServer(("127.0.0.1", 0), handle,
+                          ssl_context=stdssl.create_default_context())
+    with pytest.raises(TypeError):
+        BuffereventServer(("127.0.0.1", 0), handle, rate_limit="fast")
+    with pytest.raises(TypeError):
+        BuffereventServer(("127.0.0.1", 0), handle, rate_limit_group=5)
+    with pytest.raises(ValueError):
+        BuffereventServer(("127.0.0.1", 0), handle, handshake_timeout=0)
+
+
+def test_peer_errors_cost_one_log_line_not_a_traceback(capsys):
+    import logging
+    import struct
+
+    records = []
+    logged = gevent.event.Event()
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+            logged.set()
+
+    logger = logging.getLogger("gbufferevent.server")
+    handler, old_level = Catch(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    def handle(bev, address):
+        while bev.recv(65536):
+            pass
+
+    server = BuffereventServer(("127.0.0.1", 0), handle)
+    server.start()
+    try:
+        s = gevent.socket.create_connection(server.address, timeout=10)
+        s.sendall(b"x")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()                                  # RST while the handler reads
+        assert logged.wait(10)
+        assert len(records) == 1 and "ConnectionResetError" in records[0]
+        assert "Traceback" not in capsys.readouterr().err
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        server.stop()
+
+
+def test_echo_tls_client_closing_without_close_notify_is_quiet(tmp_path):
+    import ssl as stdssl
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gbufferevent", "echo", "--tls", "--listen",
+         f"127.0.0.1:{port}", "--duration", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path)))
+    try:
+        while "listening" not in proc.stdout.readline():
+            pass
+        ctx = stdssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = stdssl.CERT_NONE
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                s = ctx.wrap_socket(raw)
+                s.sendall(b"ping")
+                assert s.recv(10) == b"ping"
+                s.close()                          # no close_notify from us
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+        assert "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

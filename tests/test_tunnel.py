@@ -5,6 +5,7 @@ import socket
 
 import gevent
 import gevent.socket
+from conftest import roundtrip
 import pytest
 
 from gbufferevent.server import BuffereventServer
@@ -36,20 +37,6 @@ def test_parse_size():
     for bad in ("", "x", "10q", "0", "-5k"):
         with pytest.raises(ValueError):
             parse_size(bad)
-
-
-def roundtrip(addr, payload):
-    s = gevent.socket.create_connection(addr, timeout=30)
-    g = gevent.spawn(lambda: (s.sendall(payload), s.shutdown(socket.SHUT_WR)))
-    got = bytearray()
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        got += d
-    g.get(timeout=30)
-    s.close()
-    return bytes(got)
 
 
 def test_plain_relay_half_close_and_concurrency(echo_server):

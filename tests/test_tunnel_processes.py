@@ -17,6 +17,7 @@ import time
 import gevent
 import gevent.event
 import gevent.socket
+from conftest import roundtrip
 import gevent.subprocess as gsp
 import pytest
 
@@ -79,20 +80,6 @@ def chain(cert):
     yield target, server_end, client_end
     for p in (client_end, server_end, target):
         p.stop()
-
-
-def roundtrip(addr, payload):
-    s = gevent.socket.create_connection(addr, timeout=60)
-    sender = gevent.spawn(lambda: (s.sendall(payload), s.shutdown(socket.SHUT_WR)))
-    got = bytearray()
-    while True:
-        d = s.recv(1 << 16)
-        if not d:
-            break
-        got += d
-    sender.get(timeout=60)
-    s.close()
-    return bytes(got)
 
 
 def test_50_clients_1mib_each_through_tls_and_compression(chain):

@@ -13,7 +13,8 @@ import pytest
 
 from gbufferevent import (
     BEV_ERROR, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_READING, BEV_FINISHED,
-    BEV_FLUSH, BEV_NEED_MORE, BEV_NORMAL, BEV_OK, BEV_OPT_CLOSE_ON_FREE, EV_READ,
+    BEV_FLUSH, BEV_NEED_MORE, BEV_NORMAL, BEV_OK, BEV_OPT_CLOSE_ON_FREE,
+    BEV_OPT_DEFER_CALLBACKS, EV_READ,
     EV_WRITE, Buffer, BuffereventClosedError, FilterBufferevent, FilterError,
     pair_new,
 )
@@ -147,6 +148,62 @@ def test_decompress_filter_errors():
     assert "truncated" in str(d.error)
     d = zlib_decompress_filter()                 # nothing ever came: a clean end
     assert d(Buffer(), Buffer(), -1, BEV_FINISHED, None) == BEV_NEED_MORE
+
+
+def test_decompress_filter_delivers_what_inflated_before_the_break():
+    """Data received before an error comes first: the output of the failing
+    call is added to dst, then BEV_ERROR, and BEV_ERROR on every later call."""
+    body = text(50_000)
+    gz = gzip.compress(b"hello gzip")
+    c = zlib.compressobj()
+    # a reserved block type (BFINAL=1, BTYPE=11) right after a sync flush
+    corrupt = c.compress(body[:30_000]) + c.flush(zlib.Z_SYNC_FLUSH) + b"\x07" + b"x" * 100
+    cases = {
+        "gzip member then junk": (47, gz + b"junk", b"hello gzip", "after the end"),
+        "zlib stream then junk": (15, zlib.compress(body) + b"junk", body, "after the end"),
+        # corrupt in the middle: zlib itself fails and drops the call's output
+        "corrupt middle": (15, corrupt, body[:30_000], "invalid block type"),
+        "bad checksum": (15, zlib.compress(body)[:-1] + b"\x00", body, "incorrect data check"),
+    }
+    for name, (wbits, stream, expect, why) in cases.items():
+        d = zlib_decompress_filter(wbits=wbits)
+        src, dst = Buffer(stream), Buffer()
+        results = drain_filter(d, src, dst, mode=BEV_FLUSH)
+        assert results[-1] == BEV_ERROR, name
+        assert why in str(d.error), (name, d.error)
+        got = bytes(dst)
+        assert got == expect, name
+        assert d.total_out == len(got)
+        assert d(src, Buffer(), -1, BEV_NORMAL, None) == BEV_ERROR   # sticky
+    # max_output: exactly the allowed bytes, then the error
+    d = zlib_decompress_filter(max_output=12_345)
+    dst = Buffer()
+    assert drain_filter(d, Buffer(zlib.compress(body)), dst)[-1] == BEV_ERROR
+    assert bytes(dst) == body[:12_345] and "max_output" in str(d.error)
+
+
+@pytest.mark.parametrize("wbits,stream,expect", [
+    (47, gzip.compress(b"hello gzip") + b"junk", b"hello gzip"),
+    (15, zlib.compress(b"z" * 70_000)[:-1] + b"\x00", b"z" * 70_000),
+], ids=["gzip-then-junk", "bad-checksum"])
+def test_recv_returns_the_good_data_then_raises(wbits, stream, expect):
+    """Over a filter bufferevent: recv() returns what inflated before the
+    break, the next recv() raises the FilterError; one ERROR event."""
+    ua, ub = pair_new()
+    f = FilterBufferevent(ua, zlib_decompress_filter(wbits=wbits), None)
+    events = []
+    f.setcb(None, None, lambda b, w, a: events.append(int(w)))
+    ub.write(stream)
+    ub.flush(EV_WRITE, BEV_FINISHED)
+    got = b""
+    with pytest.raises(FilterError):
+        with gevent.Timeout(5):
+            while True:
+                got += f.recv(1 << 20)
+    assert got == expect
+    assert events == [BEV_EVENT_ERROR | BEV_EVENT_READING]
+    f.free()
+    ub.free()
 
 
 def test_bad_arguments_name_the_argument():
@@ -314,19 +371,30 @@ def test_corrupt_and_truncated_streams_are_error_events():
     f.free()
     ub.free()
 
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_truncated_stream_is_one_error_event_after_the_data_and_no_eof(deferred):
+    """ERROR|READING stops reading for good: the EOF that revealed the
+    truncation is not reported after it; everything inflated before the
+    break reaches the readcb first."""
     ua, ub = pair_new()
-    g = FilterBufferevent(ua, zlib_decompress_filter(), None)
-    events2, got = [], []
-    g.setcb(lambda b, a: got.append(b.read()), None,
-            lambda b, w, a: (events2.append(int(w)), changed.set()))
+    g = FilterBufferevent(ua, zlib_decompress_filter(), None,
+                          BEV_OPT_DEFER_CALLBACKS if deferred else 0)
+    log, changed = [], gevent.event.Event()
+    g.setcb(lambda b, a: log.append(b.read()), None,
+            lambda b, w, a: (log.append(int(w)), changed.set()))
     g.enable(EV_READ)
-    ub.write(zlib.compress(text(20000))[:200])   # the stream never ends ...
-    ub.flush(EV_WRITE, BEV_FINISHED)             # ... and EOF comes
-    wait_for(lambda: BEV_EVENT_EOF | BEV_EVENT_READING in events2, changed, 5)
-    assert events2 == [BEV_EVENT_ERROR | BEV_EVENT_READING,
-                       BEV_EVENT_EOF | BEV_EVENT_READING]
+    c = zlib.compressobj()
+    ub.write(c.compress(b"hello" * 100) + c.flush(zlib.Z_SYNC_FLUSH))  # no end ...
+    ub.flush(EV_WRITE, BEV_FINISHED)                                  # ... then EOF
+    wait_for(lambda: any(isinstance(x, int) for x in log), changed, 5)
+    events = [x for x in log if isinstance(x, int)]
+    assert events == [BEV_EVENT_ERROR | BEV_EVENT_READING]
+    assert b"".join(x for x in log if isinstance(x, bytes)) == b"hello" * 100
+    assert isinstance(log[-1], int)                    # the data came before the event
     assert "truncated" in str(g.last_error)
-    assert b"".join(got) == text(20000)[:len(b"".join(got))]   # what came is right
+    with pytest.raises(FilterError):
+        g.recv(10)
     g.free()
     ub.free()
 

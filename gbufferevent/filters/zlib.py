@@ -16,14 +16,15 @@ BEV_FINISHED    ``flush(Z_FINISH)``: end of    inflate everything; a stream
 
 ``wbits`` is as in :mod:`zlib`: 9..15 for a zlib stream, -9..-15 for raw
 deflate, 25..31 for gzip (decompressors also take 0, 8 and 40..47 for
-"automatic").  A filter that fails returns ``BEV_ERROR`` and leaves the reason
-in its ``error`` attribute (the filter bufferevent puts it in the
-:class:`~gbufferevent.FilterError` it reports).
+"automatic").  A filter that fails returns ``BEV_ERROR`` (and again on every
+later call) and leaves the reason in its ``error`` attribute (the filter
+bufferevent puts it in the :class:`~gbufferevent.FilterError` it reports);
+the decompressor first adds what it inflated before the break.
 """
 from __future__ import annotations
 
 import zlib
-from typing import Any, Container, Dict, Optional
+from typing import Any, Container, Dict, List, Optional, Tuple
 
 from ..buffer import Buffer, _check_size
 from ..constants import (
@@ -137,6 +138,17 @@ class ZlibDecompressFilter:
         self.error = exc
         return BEV_ERROR
 
+    def _emit(self, out: bytes, dst: Buffer) -> bool:
+        """Add *out* to *dst* within ``max_output``; False (and ``error`` set)
+        when it would go beyond: only the bytes up to the cap are added."""
+        cap = self.max_output
+        if cap is not None and self.total_out + len(out) > cap:
+            out = out[:cap - self.total_out]
+            self.error = ValueError(f"decompressed output exceeds max_output={cap} bytes")
+        self.total_out += len(out)
+        dst.add(out)
+        return self.error is None
+
     def __call__(self, src: Buffer, dst: Buffer, dst_limit: int, mode: int,
                  ctx: Any) -> FilterResult:
         """Inflate *src* into *dst*; the filter protocol.
@@ -144,7 +156,13 @@ class ZlibDecompressFilter:
         Adds at most *dst_limit* bytes (``OUTPUT_CHUNK`` when -1), give or take
         the few bytes zlib already decoded; compressed bytes it could not use
         yet stay in *src*, so the next call carries on without new input.
+        When the stream breaks (corrupt data, bytes after its end, more than
+        ``max_output``, a truncated end), what inflated before the break is
+        still added to *dst*, then ``BEV_ERROR`` is returned, and again on
+        every later call.
         """
+        if self.error is not None:
+            return BEV_ERROR
         d = self._d
         if d.eof:
             if src:
@@ -155,22 +173,32 @@ class ZlibDecompressFilter:
             return BEV_NEED_MORE
         cap = dst_limit if dst_limit > 0 else OUTPUT_CHUNK
         out = b""
+        broken: Optional[BaseException] = None
         try:
             while True:
                 data = src.peek(INPUT_CHUNK)
                 if not data:
                     break
-                out = d.decompress(data, cap)
-                left = d.unused_data if d.eof else d.unconsumed_tail
-                used = len(data) - len(left)
+                before = d.copy()
+                try:
+                    out = d.decompress(data, cap)
+                    left = d.unused_data if d.eof else d.unconsumed_tail
+                    used = len(data) - len(left)
+                except zlib.error as exc:
+                    # zlib drops a call's output when it fails: redo the call
+                    # from the copy on the prefix that still inflates.
+                    d, out, used, hit = _salvage(before, data, cap)
+                    self._d = d
+                    if hit or not (used or out):
+                        broken = exc
                 src.drain(used)
                 self.total_in += used
-                if d.eof and src:
-                    return self._fail(ValueError(
-                        f"{len(src)} bytes after the end of the compressed stream"))
-                if out or d.eof or not used:
+                if broken is None and d.eof and src:
+                    broken = ValueError(
+                        f"{len(src)} bytes after the end of the compressed stream")
+                if broken is not None or out or d.eof or not used:
                     break
-            if len(out) == cap and not d.unconsumed_tail and not d.eof:
+            if broken is None and len(out) == cap and not d.unconsumed_tail and not d.eof:
                 # All input used but the output was cut: zlib may still hold
                 # a few decoded bytes (a match being copied); take them now,
                 # they need no more input and would otherwise wait for it.
@@ -179,16 +207,44 @@ class ZlibDecompressFilter:
                     out += more
                     more = d.decompress(b"", OUTPUT_CHUNK)
         except zlib.error as exc:
-            return self._fail(exc)
-        if self.max_output is not None and self.total_out + len(out) > self.max_output:
-            return self._fail(ValueError(
-                f"decompressed output exceeds max_output={self.max_output} bytes"))
-        self.total_out += len(out)
-        dst.add(out)
+            broken = exc
+        if not self._emit(out, dst):
+            return BEV_ERROR
+        if broken is not None:
+            return self._fail(broken)
         if mode == BEV_FINISHED and not src and not d.eof and self.total_in:
             return self._fail(ValueError("compressed stream truncated: "
                                          "its end never arrived"))
         return BEV_OK if out else BEV_NEED_MORE
+
+
+def _salvage(d: Any, data: bytes, cap: int) -> Tuple[Any, bytes, int, bool]:
+    """Inflate the longest prefix of *data* that decompressor *d* takes
+    without a ``zlib.error``, at most *cap* bytes of output, halving the
+    pieces it tries (O(log n) calls).  Returns ``(decompressor after that
+    prefix, output, bytes of data used, hit)``; *hit* is True when it stopped
+    at the bad byte (False: the output cap came first)."""
+    out: List[bytes] = []
+    n_out = pos = 0
+    size = max(1, len(data) // 2)
+    while pos < len(data) and n_out < cap and not d.eof:
+        piece = data[pos:pos + size]
+        trial = d.copy()
+        try:
+            o = trial.decompress(piece, cap - n_out)
+        except zlib.error:
+            if size == 1:
+                return d, b"".join(out), pos, True
+            size //= 2
+            continue
+        left = trial.unused_data if trial.eof else trial.unconsumed_tail
+        d = trial
+        out.append(o)
+        n_out += len(o)
+        pos += len(piece) - len(left)
+        if left and not trial.eof:
+            break                               # the output cap was reached
+    return d, b"".join(out), pos, False
 
 
 def zlib_compress_filter(level: int = 6, wbits: int = 15) -> ZlibCompressFilter:
@@ -225,7 +281,9 @@ def zlib_decompress_filter(wbits: int = 15, max_output: Optional[int] = None
     could not be inflated yet stays in the source and is taken on the next
     call, so 1 KiB that inflates to 1 MiB arrives whole.  Corrupt input, data
     after the end of the stream, and a stream cut short by ``BEV_FINISHED``
-    (EOF) are ``BEV_ERROR``.  libevent's counterpart is the
+    (EOF) are ``BEV_ERROR``; what inflated before the break (up to
+    *max_output*) is added to the destination first, so the user gets the
+    good bytes, then the error.  libevent's counterpart is the
     ``zlib_input_filter`` of its ``test/regress_zlib.c``.
     """
     return ZlibDecompressFilter(wbits, max_output)
