@@ -315,9 +315,15 @@ class Bufferevent:
         self._update_io()
 
     def _input_drained(self):
-        """``input`` shrank (user read): lift the high-watermark suspension."""
-        if self._susp_r & SUSPEND_WM and len(self.input) < self._rd_hi:
-            self._unsuspend_read(SUSPEND_WM)
+        """``input`` shrank (user read): lift the high-watermark suspension.
+
+        A user's read high watermark resumes reading as soon as ``input`` is
+        below it (libevent); the blocking layer's read-ahead bound waits until
+        half of it is free, so bulk readers wake writers in large batches."""
+        if self._susp_r & SUSPEND_WM:
+            n = len(self.input)
+            if n < self._rd_hi and (not self._rd_hi_implicit or n <= self._rd_hi // 2):
+                self._unsuspend_read(SUSPEND_WM)
 
     # ------------------------------------------------------------------
     # Watermarks

@@ -425,12 +425,17 @@ class _TLSCore(_TLSBase):
             return self._max_read
         return max(self._rl_max(True), 0)
 
+    def _small_overshoot(self):
+        """A read high watermark set by the user asks for one step at a time;
+        the blocking layer's own read-ahead bound does not."""
+        return bool(self._rd_hi) and not self._rd_hi_implicit
+
     def _read_step(self):
         """Bytes one transport read may take now: a read step, or several
         merged (:meth:`_batch`) unless a read high watermark asks for small
         overshoots."""
         n = self._wire_read_budget()
-        return n * self._batch(n) if not self._rd_hi else n
+        return n * self._batch(n) if not self._small_overshoot() else n
 
     # ------------------------------------------------------------------
     # The record loop
@@ -954,7 +959,7 @@ class SSLSocketBufferevent(_TLSCore, SocketBufferevent):
         raw = self._raw
         got = 0
         eof = False
-        for _ in range(1 if self._rd_hi else _STEPS):
+        for _ in range(1 if self._small_overshoot() else _STEPS):
             n = min(self._read_step(), _CALLBACK_BYTES - got)
             if n <= 0:
                 break
