@@ -305,8 +305,11 @@ class SocketBufferevent(Bufferevent):
         # else wants the hub.
         loop = self.loop
         for _ in range(_BATCH):
-            if self._rl is None and self._group is None and not self._rd_hi:
+            if self._rl is None and self._group is None:
                 n = self._max_read
+                hi = self._rd_hi
+                if hi and hi - self.input._len < n:
+                    n = hi - self.input._len
             else:
                 n = self._read_allowance()
             if n <= 0:
