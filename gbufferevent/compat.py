@@ -75,15 +75,27 @@ def event_base_loop(base, flags=0):
     """Run the hub's loop (``event_base_loop``) from a greenlet.
 
     ``flags=0`` waits until nothing is left to do (no active watcher, no
-    greenlet to run), like libevent; ``EVLOOP_ONCE`` or ``EVLOOP_NONBLOCK``
-    runs what is ready now and returns.  Returns 0, or 1 if nothing was
-    pending (with flags=0, when the loop had no events at all).
+    greenlet to run) and returns 1, as libevent does when it runs out of
+    events.  ``EVLOOP_NONBLOCK`` runs what is ready now and returns 0;
+    ``EVLOOP_ONCE`` waits for one pass of the loop that blocks for events
+    (an I/O event, a timer, a callback) and returns 0.
     """
-    _hub(base)
-    if flags & (EVLOOP_ONCE | EVLOOP_NONBLOCK):
+    hub = _hub(base)
+    if flags & EVLOOP_NONBLOCK:
         gevent.sleep(0)
         return 0
-    return 0 if gevent.wait() else 1
+    if flags & EVLOOP_ONCE:
+        from gevent.hub import Waiter
+        w = Waiter(hub)
+        check = hub.loop.check()          # runs after the loop's next poll
+        check.start(w.switch, None)
+        try:
+            w.get()
+        finally:
+            check.close()
+        return 0
+    gevent.wait()
+    return 1
 
 
 def event_base_dispatch(base):

@@ -16,6 +16,7 @@ What the library builds itself (the CLI, the examples,
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import ipaddress
 import os
@@ -245,8 +246,15 @@ def load_or_generate_cert(cert: Optional[StrPath] = None, key: Optional[StrPath]
     if cert is None and key is None:
         d = cache_dir()
         cert, key = os.path.join(d, _CERT_NAME), os.path.join(d, _KEY_NAME)
-        if not _usable(cert, key):
-            generate_self_signed_cert(cert, key)
+        # Processes starting together must agree on one certificate: the
+        # check and the generation happen under an exclusive lock.
+        with open(os.path.join(d, ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not _usable(cert, key):
+                    generate_self_signed_cert(cert, key)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
     elif cert is None or key is None:
         raise ValueError("give both cert and key, or neither (to use a generated "
                          "self-signed certificate)")

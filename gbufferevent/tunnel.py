@@ -23,6 +23,9 @@ pipeline exactly like an accepted connection, so a program can carry its own
 connections through its tunnel without a loopback socket.
 """
 import logging
+import math
+import socket as _socket
+import struct
 import time
 
 import gevent
@@ -30,7 +33,8 @@ import gevent.event
 from gevent.server import StreamServer
 
 from .constants import (
-    BEV_EVENT_CONNECTED, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_TIMEOUT,
+    BEV_EVENT_CONNECTED, BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_EVENT_READING,
+    BEV_EVENT_TIMEOUT,
     BEV_FINISHED, BEV_FLUSH, BEV_OPT_CLOSE_ON_FREE, EV_READ, EV_WRITE,
 )
 from .pair import pair_new
@@ -66,6 +70,8 @@ def parse_size(text):
         value = float(num) * _UNITS[unit]
     except ValueError:
         raise ValueError(f"bad size {text!r}: use e.g. 512k, 10M, 1Mi") from None
+    if not math.isfinite(value) or value >= 2**62:
+        raise ValueError(f"size {text!r} is not a finite size")
     if value < 1:
         raise ValueError(f"size {text!r} must be at least 1 byte")
     return int(value)
@@ -82,13 +88,22 @@ class _Side:
 
 
 class _Connection:
-    """One relayed connection: a client-facing stack and a target-facing stack."""
+    """One relayed connection: a client-facing stack and a target-facing stack.
 
-    def __init__(self, tunnel, transport, peer):
+    With TLS towards the client, the target is dialled only once the client's
+    handshake is done, and a handshake must finish within the tunnel's
+    ``handshake_timeout``.  A side that ends with an error (a reset, a TLS
+    failure) is passed on as an abort (RST, or TLS without close_notify)
+    after the bytes it delivered, so a cut-off stream never looks complete.
+    """
+
+    def __init__(self, tunnel, transport, peer, user_bev=None):
         self.tunnel = tunnel
         self.peer = peer
+        self.user_bev = user_bev     # the program's own end for Tunnel.open()
         self.started = time.monotonic()
         self.closed = False
+        self.up_connected = False
         self.done = gevent.event.Event()
         self.c2t = _Side()      # client -> target
         self.t2c = _Side()      # target -> client
@@ -111,7 +126,18 @@ class _Connection:
         self.up.setcb(self._read_up, self._wrote_up, self._event_up)
         self.down.enable(EV_READ | EV_WRITE)
         self.up.enable(EV_READ | EV_WRITE)
-        up_raw.connect(tunnel.target)
+        self._hs_timer = None
+        if tunnel.tls_in is not None:
+            self._hs_timer = tunnel.hub.loop.timer(tunnel.handshake_timeout)
+            self._hs_timer.start(self._handshake_timed_out)
+        else:
+            up_raw.connect(tunnel.target)
+
+    def _handshake_timed_out(self):
+        if not self.closed:
+            log.warning("%s: no TLS handshake within %.0f s", self.peer,
+                        self.tunnel.handshake_timeout)
+            self.close(abort=self.down)
 
     # -- data ----------------------------------------------------------------
 
@@ -146,10 +172,19 @@ class _Connection:
     # -- events ----------------------------------------------------------------
 
     def _event_down(self, bev, what, arg):
+        if what & BEV_EVENT_CONNECTED:
+            # the client's TLS handshake is done: now dial the target
+            if self._hs_timer is not None:
+                self._hs_timer.close()
+                self._hs_timer = None
+                if not self.closed:
+                    self.up_raw.connect(self.tunnel.target)
+            return
         self._event(what, self.down, self.up, self.c2t, "client")
 
     def _event_up(self, bev, what, arg):
         if what & BEV_EVENT_CONNECTED:
+            self.up_connected = True
             return
         self._event(what, self.up, self.down, self.t2c, "target")
 
@@ -163,40 +198,66 @@ class _Connection:
             self._maybe_finish()
             return
         if what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT):
-            err = src.last_error
-            if name == "target" and not self.up_connected():
+            err = src.last_error or ("timeout" if what & BEV_EVENT_TIMEOUT else "error")
+            if name == "target" and not self.up_connected:
                 log.warning("%s: target %s:%s unreachable: %s", self.peer,
                             *self.tunnel.target[:2], err)
             else:
-                log.info("%s: %s side failed: %s", self.peer, name, err or "timeout")
+                log.warning("%s: %s side failed: %s", self.peer, name, err)
             self._move(src, dst, side)
-            self.close(abort=src)
-
-    def up_connected(self):
-        return self.up_raw.getfd() >= 0 and not self.up_raw._connecting \
-            and self.up_raw.last_error is None
+            if self.user_bev is not None and name == "target" and \
+                    not self.user_bev.closed:
+                # tell the program why its connection ends (Tunnel.open())
+                self.user_bev._trigger_event(BEV_EVENT_ERROR | BEV_EVENT_READING,
+                                             err if isinstance(err, BaseException)
+                                             else ConnectionAbortedError(str(err)))
+            self.close(abort=src, pass_abort=True)
 
     def _maybe_finish(self):
         if self.c2t.eof and self.t2c.eof and not self.closed:
             self.close()
 
-    def close(self, abort=None):
-        """Close both stacks; each delivers its pending output first (except
-        *abort*, the side that failed, which is freed at once)."""
+    def close(self, abort=None, pass_abort=False):
+        """Close both stacks, each delivering its pending output first; the
+        side that failed (*abort*) is freed at once, and with *pass_abort* the
+        other side is reset after its output (RST, or TLS without close_notify)."""
         if self.closed:
             return
         self.closed = True
-        for bev in (self.down, self.up):
+        if self._hs_timer is not None:
+            self._hs_timer.close()
+            self._hs_timer = None
+        for bev, raw in ((self.down, self.down_raw), (self.up, self.up_raw)):
             if bev is abort:
+                _reset(raw)
                 bev.free()
+            elif pass_abort:
+                _reset(raw)
+                if bev is raw and not hasattr(raw, "get_ssl"):
+                    bev.close()          # plain socket: our bytes, then RST
+                else:
+                    bev.free()           # no clean TLS/zlib end for an abort
             else:
                 bev.close()
         self.tunnel._connection_closed(self)
         self.done.set()
 
     def stats(self):
+        """Bytes relayed each way (handed past this tunnel: what still waits
+        in the far side's output is not counted yet)."""
         return {"peer": self.peer, "seconds": time.monotonic() - self.started,
-                "client_to_target": self.c2t.bytes, "target_to_client": self.t2c.bytes}
+                "client_to_target": max(0, self.c2t.bytes - len(self.up.output)),
+                "target_to_client": max(0, self.t2c.bytes - len(self.down.output))}
+
+
+def _reset(raw):
+    """Make closing *raw*'s socket send RST (SO_LINGER 0) instead of FIN."""
+    sock = getattr(raw, "_raw", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
 
 
 class _Acceptor(StreamServer):
@@ -230,28 +291,54 @@ class Tunnel:
         (server), or ``(certfile, keyfile)``.
     :param server_hostname: the name to verify (and send as SNI) with *tls_out*;
         default: the target host.
-    :param compress: zlib level (0-9) to compress the tunnel side (the side
-        with TLS; the target side if both or neither), or None.
-    :param compress_side: ``"up"`` (towards the target) or ``"down"``;
-        default: ``"down"`` with *tls_in*, else ``"up"``.
+    :param compress: zlib level (0-9, True = 6) for the tunnel side, or None.
+        Both tunnel ends must compress the link between them: the client end
+        compresses "up" (towards its target, the server end) and the server
+        end "down" (towards its clients).
+    :param compress_side: ``"up"`` or ``"down"``; default ``"down"`` with
+        *tls_in*, else ``"up"`` (give it explicitly for a server end without TLS).
     :param rate: bytes per second for all connections together (a group).
     :param conn_rate: bytes per second for each connection.
     :param burst: bucket size in bytes (default: one tick's worth, at least 64 KiB).
     :param tick: the token-bucket tick in seconds (default 0.1).
-    :param min_share: the group's minimum share in bytes (default libevent's 64).
+    :param min_share: the group's minimum share in bytes (default libevent's 64;
+        0 disables the floor).
+    :param handshake_timeout: seconds a client may take for its TLS handshake
+        with *tls_in* (the target is dialled only after it).
+    :raises ValueError: a bad target, level, rate, burst or tick.
     """
 
     def __init__(self, connect, listen=None, *, tls_out=None, tls_in=None, ca=None,
                  insecure=False, server_hostname=None, compress=None,
                  compress_side=None, rate=None, conn_rate=None, burst=None, tick=0.1,
-                 min_share=None, hub=None):
+                 min_share=None, handshake_timeout=30.0, hub=None):
         from gevent.hub import get_hub
         self.hub = hub if hub is not None else get_hub()
-        self.target = tuple(connect)
+        if not isinstance(connect, tuple) or len(connect) != 2 \
+                or not isinstance(connect[0], str) or isinstance(connect[1], bool) \
+                or not isinstance(connect[1], int) or not 0 < connect[1] <= 65535:
+            raise ValueError(f"connect must be a (host, port) tuple with a port "
+                             f"1..65535, not {connect!r}")
+        self.target = connect
         self.listen = listen
-        self.compress = compress
-        if compress is not None and not 0 <= compress <= 9:
+        if compress is True:
+            compress = 6
+        if compress is not None and (isinstance(compress, bool)
+                                     or not isinstance(compress, int)
+                                     or not 0 <= compress <= 9):
             raise ValueError(f"compress must be a zlib level 0..9, not {compress!r}")
+        self.compress = compress
+        for name, value in (("rate", rate), ("conn_rate", conn_rate), ("burst", burst)):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))
+                                      or not 1 <= value < 2**62):
+                raise ValueError(f"{name} must be a number of bytes (per second) >= 1, "
+                                 f"not {value!r}")
+        if not isinstance(tick, (int, float)) or not 0.001 <= tick <= 3600:
+            raise ValueError(f"tick must be 0.001..3600 seconds, not {tick!r}")
+        if not isinstance(handshake_timeout, (int, float)) or not handshake_timeout > 0:
+            raise ValueError("handshake_timeout must be a number of seconds > 0")
+        self.handshake_timeout = float(handshake_timeout)
         self.compress_side = compress_side or ("down" if tls_in else "up")
         if self.compress_side not in ("up", "down"):
             raise ValueError("compress_side must be 'up' or 'down'")
@@ -377,9 +464,12 @@ class Tunnel:
     # -- running --------------------------------------------------------------------
 
     def start(self):
-        """Start accepting on *listen*.  :raises OSError: cannot listen."""
+        """Start accepting on *listen*.  :raises OSError: cannot listen.
+        :raises RuntimeError: already started."""
         if self.listen is None:
             raise ValueError("this tunnel has no listen address")
+        if self._server is not None:
+            raise RuntimeError("this tunnel was started already")
         self._server = _Acceptor(self.listen, self)
         self._server.start()
         self.accepting = True
@@ -395,7 +485,7 @@ class Tunnel:
         tunnel like an accepted connection's bytes; replies arrive in its input.
         Use the blocking API (``sendall``/``recv``) or callbacks on it."""
         mine, theirs = pair_new(0, self.hub)
-        self._new_connection(theirs, "in-process")
+        self._connections.add(_Connection(self, theirs, "in-process", user_bev=mine))
         return mine
 
     def connections(self):
@@ -407,11 +497,13 @@ class Tunnel:
         ``{"open": n, "closed": n, "client_to_target": bytes,
         "target_to_client": bytes}`` plus ``"group_read"``/``"group_written"``
         (the rate-limit group's totals) when ``rate`` is set."""
-        conns = list(self._connections)
+        conns = [c.stats() for c in list(self._connections)]
         f = self._finished
         out = {"open": len(conns), "closed": f["connections"],
-               "client_to_target": f["client_to_target"] + sum(c.c2t.bytes for c in conns),
-               "target_to_client": f["target_to_client"] + sum(c.t2c.bytes for c in conns)}
+               "client_to_target": f["client_to_target"]
+               + sum(c["client_to_target"] for c in conns),
+               "target_to_client": f["target_to_client"]
+               + sum(c["target_to_client"] for c in conns)}
         if self.group is not None:
             out["group_read"], out["group_written"] = self.group.get_totals()
         return out
@@ -426,7 +518,7 @@ class Tunnel:
         if pending and grace:
             gevent.wait(pending, timeout=grace)
         for conn in list(self._connections):
-            conn.close()
+            conn.close(pass_abort=True)    # cut off: both peers see a reset
 
 
 def _is_ip(name):

@@ -260,3 +260,22 @@ def test_rate_limit_functions_in_c_style():
     assert C.bufferevent_remove_from_rate_limit_group(b) == 0
     C.bufferevent_rate_limit_group_free(g)
     C.ev_token_bucket_cfg_free(cfg)
+
+
+def test_event_base_loop_once_waits_for_an_event():
+    base = C.event_base_new()
+    a, b = C.bufferevent_pair_new(base, 0)
+    got = []
+    C.bufferevent_setcb(b, lambda bev, arg: got.append(C.bufferevent_read(bev, 100)),
+                        None, None, None)
+    C.bufferevent_enable(b, C.EV_READ)
+    timer = base.loop.timer(0.2)
+    timer.start(lambda: C.bufferevent_write(a, b"late"))
+    passes = 0
+    with gevent.Timeout(5):
+        while not got:
+            C.event_base_loop(base, C.EVLOOP_ONCE)
+            passes += 1
+    assert got == [b"late"]
+    assert passes < 50                 # each pass blocked for events: no spinning
+    timer.close()

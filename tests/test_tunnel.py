@@ -4,6 +4,7 @@ import os
 import socket
 
 import gevent
+import gevent.event
 import gevent.socket
 from conftest import roundtrip
 import pytest
@@ -60,7 +61,10 @@ def test_target_down_refuses_cleanly_and_keeps_serving(echo_server, caplog):
     try:
         c = gevent.socket.create_connection(tunnel.address, timeout=10)
         c.settimeout(10)
-        assert c.recv(10) == b""              # closed, no hang
+        try:
+            assert c.recv(10) == b""          # closed, no hang ...
+        except ConnectionResetError:
+            pass                              # ... or reset, as a refused target is
         c.close()
         assert "unreachable" in caplog.text
     finally:
@@ -93,3 +97,67 @@ def test_two_tunnels_with_compression_small_and_large(echo_server):
     finally:
         client_end.stop(grace=1)
         server_end.stop(grace=1)
+
+
+def _sink_server():
+    got = {"bytes": 0, "error": None}
+    done = gevent.event.Event()
+
+    def sink(bev, address):
+        try:
+            while True:
+                d = bev.recv(65536)
+                if not d:
+                    break
+                got["bytes"] += len(d)
+        except OSError as exc:
+            got["error"] = exc
+        done.set()
+
+    server = BuffereventServer(("127.0.0.1", 0), sink)
+    server.start()
+    return server, got, done
+
+
+def test_client_reset_reaches_the_target_as_a_reset():
+    import struct
+    server, got, done = _sink_server()
+    tunnel = Tunnel(server.address, ("127.0.0.1", 0)).start()
+    try:
+        c = gevent.socket.create_connection(tunnel.address, timeout=10)
+        c.sendall(b"z" * 300_000)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()                              # RST
+        assert done.wait(10)
+        assert isinstance(got["error"], ConnectionResetError)   # not a clean EOF
+    finally:
+        tunnel.stop(grace=0)
+        server.stop()
+
+
+def test_open_reports_a_failed_target_as_an_error():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = s.getsockname()
+    s.close()
+    tunnel = Tunnel(dead)
+    bev = tunnel.open()
+    bev.settimeout(10)
+    with pytest.raises(ConnectionRefusedError):
+        bev.recv(10)
+
+
+def test_tunnel_rejects_bad_arguments():
+    for kwargs in ({"rate": 0}, {"rate": -1}, {"conn_rate": float("inf")},
+                   {"compress": 11}, {"tick": 0}):
+        with pytest.raises(ValueError):
+            Tunnel(("127.0.0.1", 9), **kwargs)
+    for bad in ("127.0.0.1:80", ("127.0.0.1", 0), ("127.0.0.1", "80")):
+        with pytest.raises(ValueError):
+            Tunnel(bad)
+    t = Tunnel(("127.0.0.1", 9), ("127.0.0.1", 0), compress=True)
+    assert t.compress == 6
+    t.start()
+    with pytest.raises(RuntimeError):
+        t.start()
+    t.stop(grace=0)

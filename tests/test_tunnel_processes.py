@@ -299,3 +299,47 @@ def test_sigterm_lets_open_connections_finish(cert):
     finally:
         tunnel.stop()
         target.stop()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--rate", "inf"], "finite"),
+    (["--stats", "-1"], "seconds"),
+    (["--grace", "-2"], "seconds"),
+    (["--insecure"], "need --tls-out"),
+    (["--burst", "10k"], "need --rate"),
+    (["--tls-out", "--ca", "/nonexistent.pem"], "CA file"),
+])
+def test_cli_rejects_bad_tunnel_options(args, message):
+    out = gsp.run([sys.executable, "-m", "gbufferevent", "tunnel", "--listen", "127.0.0.1:0",
+                   "--connect", "127.0.0.1:9", *args],
+                  capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+
+
+def test_tls_in_dials_the_target_only_after_the_handshake(cert):
+    dialled = []
+
+    def handle(bev, address):
+        dialled.append(address)
+
+    target = BuffereventServer(("127.0.0.1", 0), handle)
+    target.start()
+    c, k = cert
+    server_end = Proc("tunnel", "--listen", "127.0.0.1:0",
+                      "--connect", f"127.0.0.1:{target.address[1]}",
+                      "--tls-in", f"{c},{k}", "--handshake-timeout", "0.5")
+    try:
+        silent = [gevent.socket.create_connection(server_end.addr, timeout=10)
+                  for _ in range(5)]
+        for s in silent:                      # dropped after the handshake timeout
+            s.settimeout(10)
+            try:
+                assert s.recv(10) == b""
+            except ConnectionResetError:
+                pass
+            s.close()
+        assert dialled == []
+    finally:
+        server_end.stop()
+        target.stop()
