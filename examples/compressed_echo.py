@@ -104,7 +104,10 @@ def main(argv=None):
     if args.serve:
         server = BuffereventServer(parse_hostport(args.serve), handle)
         print("compressed echo server on %s:%d" % server.address[:2])
-        server.serve_forever()
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            server.stop()
         return 0
     if args.connect:
         talk(parse_hostport(args.connect), [ln if ln.endswith(b"\n") else ln + b"\n"

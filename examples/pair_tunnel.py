@@ -62,7 +62,10 @@ def main(argv=None):
         host, port = args.serve.rsplit(":", 1)
         server = BuffereventServer((host, int(port)), handle)
         print(f"serving on {host}:{port} (try: printf 'GET answer\\n' | nc {host} {port})")
-        server.serve_forever()
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            server.stop()
     return 0
 
 

@@ -223,7 +223,10 @@ def main(argv=None):
     server = WSGIServer((host, int(port)), app)
     print(f"serving on http://{host}:{port}/ (cap {settings()[2]} B/s)", flush=True)
     try:
-        server.serve_forever()
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            server.stop()
     except KeyboardInterrupt:
         pass
     return 0

@@ -434,7 +434,9 @@ def bufferevent_openssl_filter_new(base, underlying, ssl, state, options):
 
 
 def bufferevent_openssl_socket_new(base, fd, ssl, state, options):
-    """A TLS bufferevent on *fd* (-1: none yet, or the one the SSL object has)."""
+    """A TLS bufferevent on *fd* (-1: none yet; give the socket later with
+    ``bufferevent_setfd`` or ``bufferevent_socket_connect``).  *ssl* must be
+    a Connection made without a socket (``SSL.Connection(ctx, None)``)."""
     from .ssl import openssl_socket_new
     return openssl_socket_new(ssl, state, None if fd == -1 else fd, options, _hub(base))
 

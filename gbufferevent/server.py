@@ -123,7 +123,7 @@ class BuffereventServer(StreamServer):
         try:
             if self.ssl_context is not None and \
                     not bev.wait_handshake(self.handshake_timeout):
-                log.info("TLS handshake with %s failed: %s", address, bev.last_error)
+                log.warning("TLS handshake with %s failed: %s", address, bev.last_error)
                 return
             self.handle_bufferevent(bev, address)
         except OSError as exc:
