@@ -573,7 +573,7 @@ def test_min_share_subsets_take_turns_so_no_member_starves(keep):
     min-share steps a tick: each tick wakes a different random subset, so all
     get their turn (waking everyone would let the loop's fixed order pick the
     same few winners every tick)."""
-    n, total = 40, 12_800                                     # 50 ticks' worth
+    n, total = 40, 25_600                                     # 100 ticks' worth
     g = keep(RateLimitGroup(cfg(256, tick=0.02)))
     counts, enough, readcb = member_counters(n, total)
     for i in range(n):
@@ -582,9 +582,11 @@ def test_min_share_subsets_take_turns_so_no_member_starves(keep):
         a.write(b"x" * 20_000)
         b.setcb(readcb, None, None, i)
         b.enable(EV_READ)
-    assert enough.wait(5)
+    assert enough.wait(10)
     assert min(counts) > 0, f"{counts.count(0)} members starved"
-    assert min(counts) >= max(counts) / 3
+    # random subsets: over 100 ticks every member gets a comparable part
+    # (the spread of a random draw, not an exact round robin)
+    assert min(counts) >= max(counts) / 5, counts
 
 
 def test_min_share_0_with_fewer_bytes_than_members_still_delivers_the_rate(keep):
