@@ -2,7 +2,23 @@
 import statistics
 import time
 
-__all__ = ["median_rate", "print_table", "timed"]
+__all__ = ["median_rate", "print_table", "size_args", "timed"]
+
+
+def size_args(doc, mib=64, runs=5, quick=(8, 2)):
+    """Parse ``--mib``, ``--runs`` and ``--quick`` (a short smoke run of
+    *quick* = (MiB, runs)) for a throughput benchmark; returns
+    ``(args, total_bytes)``."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--mib", type=int, default=mib)
+    ap.add_argument("--runs", type=int, default=runs)
+    ap.add_argument("--quick", action="store_true",
+                    help=f"{quick[0]} MiB, {quick[1]} run(s)")
+    args = ap.parse_args()
+    if args.quick:
+        args.mib, args.runs = quick
+    return args, args.mib << 20
 
 
 def timed(fn, *args):

@@ -12,7 +12,6 @@ ratios):
 
 Target: the pair beats gevent's socketpair and trio's memory streams by 2x.
 """
-import argparse
 import os
 import sys
 
@@ -22,7 +21,7 @@ import gevent.socket
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
-    CHUNK, RECV, blocking_bulk, callback_bulk, median_rate, print_table,
+    size_args, CHUNK, RECV, blocking_bulk, callback_bulk, median_rate, print_table,
 )
 
 from gbufferevent import pair_new  # noqa: E402
@@ -73,14 +72,7 @@ def trio_memory_streams(total):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mib", type=int, default=64)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="8 MiB, 2 runs")
-    args = ap.parse_args()
-    if args.quick:
-        args.mib, args.runs = 8, 2
-    total = args.mib << 20
+    args, total = size_args(__doc__, runs=5, quick=(8, 2))
     contenders = [
         ("gbufferevent pair, callbacks", pair_callback),
         ("gbufferevent pair, blocking", pair_blocking),

@@ -16,7 +16,6 @@ Then a slow reader: a sender ``sendall``s 64 MiB to a receiver that reads
 1 MiB every 5 ms with a 1 MiB read high watermark; peak RSS growth of a fresh
 process must stay under 2x the high watermark plus 1 MiB.
 """
-import argparse
 import asyncio
 import os
 import socket
@@ -29,7 +28,7 @@ import gevent.socket
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
-    CHUNK, RECV, blocking_bulk, callback_bulk, median_rate, print_table,
+    size_args, CHUNK, RECV, blocking_bulk, callback_bulk, median_rate, print_table,
 )
 
 from gbufferevent import (  # noqa: E402
@@ -147,14 +146,7 @@ def slow_reader_rss():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mib", type=int, default=64)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="8 MiB, 2 runs")
-    args = ap.parse_args()
-    if args.quick:
-        args.mib, args.runs = 8, 2
-    total = args.mib << 20
+    args, total = size_args(__doc__, runs=5, quick=(8, 2))
     contenders = [
         ("gbufferevent callbacks", gbev_callback),
         ("gbufferevent callbacks, 64 KiB steps", gbev_callback_64k),

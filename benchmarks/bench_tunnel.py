@@ -16,7 +16,6 @@ counts the bytes and answers one byte when it has them all, so no relay's
 EOF handling (socat's 0.5 s close timeout) is in the figures.  Prints MB/s
 medians and ratios.
 """
-import argparse
 import os
 import shutil
 import socket
@@ -30,7 +29,7 @@ import gevent
 import gevent.socket
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import print_table  # noqa: E402
+from _common import print_table, size_args  # noqa: E402
 
 SINK = r'''
 import sys, gevent, gevent.server
@@ -127,14 +126,7 @@ def gb(*args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mib", type=int, default=64)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="16 MiB, 1 run")
-    args = ap.parse_args()
-    if args.quick:
-        args.mib, args.runs = 16, 1
-    total = args.mib << 20
+    args, total = size_args(__doc__, runs=3, quick=(16, 1))
     procs = Procs()
     sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
     target = int(sink.stdout.readline())
